@@ -1,0 +1,164 @@
+"""The ``ldm-explore`` command: the explorer (no sub-command) and the batch CLI.
+
+Every user error ends as one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, metavar="PATH|HUB_ID",
+                   help="diffusers StableDiffusionPipeline folder or hub id (hub ids come from the local cache only)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cuda:1, mps, cpu")
+    p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp16, bf16, fp32")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="ldm-explore",
+        description="What does a latent diffusion model know about a scene while it is still noise?",
+    )
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("prompts", help="validate a prompt file and list its first rows")
+    p.add_argument("file", help="CSV (prompts,seeds,prompt_inds or prompt,seed,prompt index) or text, one per line")
+    p.add_argument("-n", "--head", type=int, default=5, help="rows to show (default 5)")
+
+    p = sub.add_parser("layers", help="list a UNet's self-attention layers with Table-1 names and sizes")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("generate", help="generate prompts with recording into the run store (resumable)")
+    _add_model_args(p)
+    p.add_argument("--prompts", required=True, metavar="FILE", help="prompt file")
+    p.add_argument("--layers", nargs="*", default=[], metavar="LAYER",
+                   help="module paths or glob patterns whose activations to keep; 'self-attention' = every "
+                        "*attn1.to_out.0 (default: keep none)")
+    p.add_argument("--steps", type=int, default=15, help="denoising steps (default 15)")
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument("--scheduler", default=None, help="ddim, pndm, euler, dpm, ddpm (default: the pipeline's own)")
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--half", default="cond", choices=["cond", "uncond", "both"],
+                   help="half of the guidance batch to record (default cond, the text half)")
+    p.add_argument("--act-dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                   help="storage dtype of activations (default float16)")
+    p.add_argument("--batch-size", type=int, default=1, help="prompts per pipeline call (default 1)")
+    p.add_argument("--split", default=None, help="only prompts of this split (prompt files with a split column)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
+    p.add_argument("--cache", default=None, metavar="DIR", help="run store folder (default: the user cache dir)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        if args.command is None:
+            return _explore(args)
+        return {"prompts": cmd_prompts, "layers": cmd_layers, "generate": cmd_generate}[args.command](args)
+    except UserError as e:
+        print(f"ldm-explore: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ldm-explore: interrupted", file=sys.stderr)
+        return 130
+
+
+def _explore(args) -> int:
+    build_parser().print_help()
+    return 0
+
+
+def cmd_prompts(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .prompts import PromptSet
+
+    ps = PromptSet.read(args.file)
+    con = Console()
+    splits = {k: v for k, v in ps.splits().items() if k != "-"}
+    extra = f" ({', '.join(f'{k}: {v}' for k, v in splits.items())})" if splits else ""
+    con.print(f"{args.file}: {len(ps)} prompts, {ps.format} format{extra}", soft_wrap=True, highlight=False)
+    t = Table("index", "seed", *(["split"] if splits else []), "prompt")
+    for p in ps[: max(args.head, 0)]:
+        t.add_row(str(p.index), str(p.seed), *([p.split or ""] if splits else []), p.prompt)
+    con.print(t)
+    return 0
+
+
+def cmd_layers(args) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .generation import load_pipeline
+    from .layers import self_attention_layers
+
+    pipe = load_pipeline(args.model, device="cpu" if args.device == "auto" else args.device, dtype=args.dtype)
+    infos = self_attention_layers(pipe.unet)
+    if args.json:
+        print(json.dumps([{"layer": i.path, "name": i.short, "height": i.height, "width": i.width,
+                           "channels": i.channels} for i in infos], indent=1))
+        return 0
+    t = Table("layer", "name", "size (h x w x c)", title=f"{len(infos)} self-attention layers of {args.model}")
+    for i in infos:
+        t.add_row(i.path, i.short, i.size)
+    Console().print(t)
+    return 0
+
+
+def resolve_layers(unet, patterns: list[str]) -> tuple[str, ...]:
+    from .recorder import SELF_ATTENTION_PATTERN, match_layers
+
+    pats = [SELF_ATTENTION_PATTERN if p in ("self-attention", "all") else p for p in patterns]
+    return tuple(match_layers(unet, pats)) if pats else ()
+
+
+def cmd_generate(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ldm_explore.cache.store import RunStore
+
+    from .generation import GenerationSettings, load_pipeline
+    from .prompts import PromptSet
+    from .runner import generate_into_store
+
+    if args.steps < 1:
+        raise UserError(f"--steps {args.steps}: must be at least 1")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    prompts = PromptSet.read(args.prompts).select(args.split, args.limit)
+    store = RunStore(args.cache, on_corrupt=lambda m: Console(stderr=True).print(f"[yellow]warning:[/] {m}"))
+    pipe = load_pipeline(args.model, args.device, args.dtype, args.scheduler)
+    settings = GenerationSettings(steps=args.steps, guidance=args.guidance, height=args.height, width=args.width,
+                                  scheduler=args.scheduler, half=args.half, act_dtype=args.act_dtype,
+                                  layers=resolve_layers(pipe.unet, args.layers))
+    con = Console(stderr=True)
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn()]
+    with Progress(*cols, console=con, transient=False) as prog:
+        runs = prog.add_task("runs", total=len(prompts))
+        steps = prog.add_task("steps", total=args.steps)
+        stats = generate_into_store(
+            pipe, prompts, settings, store, batch_size=args.batch_size,
+            on_run=lambda n: prog.update(runs, advance=n),
+            on_step=lambda i, n: prog.update(steps, completed=n, total=max(n, args.steps)),
+        )
+    con.print(f"{len(prompts)} runs: {stats['generated']} generated, {stats['cached']} already stored "
+              f"in {store.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Errors a user can act on.
+
+Every error the CLI and the TUI show to a user derives from :class:`UserError`: its message is one line
+that names the file, line, field or model at fault.  The CLI prints it without a traceback and exits 2.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, reported as one line."""
+
+    exit_code = 2
+
+    def __str__(self) -> str:  # keep it one line whatever the message held
+        return " ".join(super().__str__().split())
+
+
+class PromptFileError(UserError):
+    """A prompt file that cannot be read: names the file, line and field."""
+
+    def __init__(self, path, message: str, line: int | None = None, field: str | None = None):
+        where = str(path)
+        if line is not None:
+            where += f":{line}"
+        if field is not None:
+            message = f"field '{field}': {message}"
+        super().__init__(f"{where}: {message}")
+        self.path, self.line, self.field = str(path), line, field
+
+
+class ModelNotFoundError(UserError):
+    """A model that is neither a local folder nor in the Hugging Face cache."""
+
+
+class StoreError(UserError):
+    """A run store that cannot be used (unwritable folder, foreign files)."""
+
+
+class CorruptEntryError(Exception):
+    """A run-store entry whose files do not match its manifest (truncated, edited, half-written)."""
