@@ -110,7 +110,10 @@ def cmd_layers(args) -> int:
         print(json.dumps([{"layer": i.path, "name": i.short, "height": i.height, "width": i.width,
                            "channels": i.channels} for i in infos], indent=1))
         return 0
-    t = Table("layer", "name", "size (h x w x c)", title=f"{len(infos)} self-attention layers of {args.model}")
+    t = Table(title=f"{len(infos)} self-attention layers of {args.model}")
+    t.add_column("layer", overflow="fold")
+    t.add_column("name")
+    t.add_column("size (h x w x c)")
     for i in infos:
         t.add_row(i.path, i.short, i.size)
     Console().print(t)

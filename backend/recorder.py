@@ -11,7 +11,7 @@ In the style of nnsight / baukit: a context manager that hooks named modules and
 Hooks only read: the pipeline's outputs are bit-identical with and without a Recorder.
 
 A *step* is one iteration of the pipeline's denoising loop: one UNet call, one scheduler step. DDIM makes
-N of them for N inference steps; PNDM (PLMS) makes N+1, its first timestep repeated.
+N of them for N inference steps; PNDM (PLMS) makes N+1, its warm-up repeating the second timestep.
 """
 
 from __future__ import annotations

@@ -1,0 +1,161 @@
+"""Run store: round trip, atomicity, corruption, killed writers, Ctrl-C, two processes, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import cli
+from ldm_explore.backend.generation import GenerationSettings, generate, load_pipeline
+from ldm_explore.backend.prompts import Prompt, PromptSet
+from ldm_explore.backend.runner import generate_into_store, run_key
+from ldm_explore.cache.store import RunStore
+
+LAYER = "mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0"
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model):
+    return load_pipeline(tiny_model, device="cpu")
+
+
+def test_round_trip(pipe, tmp_path):
+    store = RunStore(tmp_path / "s")
+    s = GenerationSettings(steps=4, layers=(LAYER,))
+    r = generate(pipe, [Prompt(3, "a red cube", 9)], s)[0]
+    key = run_key(pipe, r.prompt, s)
+    assert not store.has(key) and store.get(key) is None
+    store.put(key, r, s.to_dict())
+    e = store.get(key)
+    assert store.has(key) and e.num_steps == 4
+    assert np.array_equal(e.final, r.final) and np.array_equal(e.xt_images, r.xt_images)
+    assert np.array_equal(e.x0_images, r.x0_images) and np.array_equal(e.latents, r.latents)
+    assert np.array_equal(e.activations()[LAYER], r.activations[LAYER])
+    assert e.manifest["prompt"]["prompt"] == "a red cube" and e.meta["timesteps"] == r.timesteps
+    assert store.entries(pipe.model_id) == [key]
+
+
+def test_truncated_or_edited_entry_is_reported_and_not_shown(pipe, tmp_path):
+    msgs = []
+    store = RunStore(tmp_path / "s", on_corrupt=msgs.append)
+    s = GenerationSettings(steps=3)
+    for name, damage in [("images.safetensors", "truncate"), ("latents.safetensors", "flip"),
+                         ("manifest.json", "truncate")]:
+        r = generate(pipe, [Prompt(1, "a cube", 5)], s)[0]
+        key = run_key(pipe, r.prompt, s)
+        d = store.put(key, r, s.to_dict())
+        f = d / name
+        data = f.read_bytes()
+        f.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:-1] + bytes([data[-1] ^ 1]))
+        assert store.get(key) is None, name
+        assert not store.has(key) and not d.exists()
+        assert msgs and "set aside to be recomputed" in msgs[-1]
+        msgs.clear()
+    assert len(list((tmp_path / "s" / "corrupt").iterdir())) == 3
+
+
+def test_foreign_folder_is_refused(tmp_path, prompt_csv):
+    (tmp_path / "mine.txt").write_text("x")
+    r = cli("generate", "--model", "x/y", "--prompts", prompt_csv, "--cache", tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"ldm-explore: error: {tmp_path}: folder is not empty and not an ldm-explore run store (no STORE.json)"
+
+
+def test_generate_cli_resumes_and_recomputes_a_corrupt_entry(tiny_model, prompt_csv, tmp_path):
+    cache = tmp_path / "store"
+    r = cli("generate", "--model", tiny_model, "--prompts", prompt_csv, "--cache", cache, "--steps", "3",
+            "--limit", "2", "--layers", "self-attention")
+    assert r.returncode == 0, r.stderr
+    assert "2 runs: 2 generated, 0 already stored" in r.stderr
+    store = RunStore(cache)
+    keys = store.entries()
+    assert len(keys) == 2 and len(store.get(keys[0]).activations()) == 7
+    # damage one entry, then run the whole file: 4 new + 1 recomputed, 1 reused
+    f = store.path(keys[0]) / "activations.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    r = cli("generate", "--model", tiny_model, "--prompts", prompt_csv, "--cache", cache, "--steps", "3",
+            "--layers", "self-attention")
+    assert r.returncode == 0, r.stderr
+    assert "6 runs: 5 generated, 1 already stored" in r.stderr
+    assert "corrupt run-store entry" in r.stderr
+    assert len(RunStore(cache).entries()) == 6
+
+
+def _start(tiny_model, prompts, cache, steps="40"):
+    exe = Path(sys.executable).with_name("ldm-explore")
+    return subprocess.Popen([str(exe), "generate", "--model", str(tiny_model), "--prompts", str(prompts),
+                             "--cache", str(cache), "--steps", steps, "--layers", "self-attention"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def _wait_for_entries(cache, n, proc, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if len(list((Path(cache) / "runs").glob("*/*/*/manifest.json"))) >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no entry appeared")
+
+
+def _all_valid(cache, steps=40):
+    store = RunStore(cache)
+    keys = store.entries()
+    for k in keys:
+        assert store.load(k).num_steps == steps  # raises on any corrupt entry
+    assert list((Path(cache) / "tmp").iterdir()) == []  # staging of dead writers cleaned on open
+    return keys
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_or_interrupted_writer_leaves_no_half_entry(tiny_model, tmp_path, sig):
+    rows = ["prompts,seeds,prompt_inds"] + [f"prompt number {i},{i},{i}" for i in range(40)]
+    pf = tmp_path / "p.csv"
+    pf.write_text("\n".join(rows) + "\n")
+    cache = tmp_path / "store"
+    proc = _start(tiny_model, pf, cache)
+    _wait_for_entries(cache, 2, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and err.strip().endswith("ldm-explore: interrupted")
+        assert "Traceback" not in err
+    else:
+        assert proc.returncode == -9
+    done = _all_valid(cache)
+    assert 2 <= len(done) < 40
+    r = cli("generate", "--model", tiny_model, "--prompts", pf, "--cache", cache, "--steps", "40",
+            "--layers", "self-attention", "--limit", str(len(done) + 1))
+    assert r.returncode == 0, r.stderr
+    assert f"{len(done) + 1} runs: 1 generated, {len(done)} already stored" in r.stderr
+
+
+def test_two_processes_share_one_store(tiny_model, tmp_path):
+    rows = ["prompts,seeds,prompt_inds"] + [f"prompt number {i},{i},{i}" for i in range(8)]
+    pf = tmp_path / "p.csv"
+    pf.write_text("\n".join(rows) + "\n")
+    cache = tmp_path / "store"
+    RunStore(cache)
+    a, b = _start(tiny_model, pf, cache, steps="8"), _start(tiny_model, pf, cache, steps="8")
+    (_, ea), (_, eb) = a.communicate(timeout=300), b.communicate(timeout=300)
+    assert a.returncode == b.returncode == 0, (ea, eb)
+    gen = [int(e.split(" runs: ")[1].split(" generated")[0]) for e in (ea, eb)]
+    assert sum(gen) == 8  # every entry computed exactly once
+    assert len(_all_valid(cache, steps=8)) == 8
+
+
+def test_in_process_resume_counts(pipe, tmp_path):
+    store = RunStore(tmp_path / "s")
+    ps = PromptSet([Prompt(i, f"p {i}", i) for i in range(3)])
+    s = GenerationSettings(steps=2)
+    assert generate_into_store(pipe, ps[:2], s, store) == {"generated": 2, "cached": 0}
+    assert generate_into_store(pipe, ps, s, store, batch_size=2) == {"generated": 1, "cached": 2}
+    # another settings key is another run
+    assert generate_into_store(pipe, ps[:1], GenerationSettings(steps=3), store)["generated"] == 1
