@@ -15,7 +15,8 @@ from .errors import UserError
 
 def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", required=required, metavar="PATH|HUB_ID",
-                   help="diffusers StableDiffusionPipeline folder or hub id (hub ids come from the local cache only)")
+                   help="'toyworld', a diffusers StableDiffusionPipeline folder, or a hub id (hub ids come from "
+                        "the local cache only)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cuda:1, mps, cpu")
     p.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp16, bf16, fp32")
 
@@ -54,6 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="only prompts of this split (prompt files with a split column)")
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     p.add_argument("--cache", default=None, metavar="DIR", help="run store folder (default: the user cache dir)")
+
+    tw = sub.add_parser("toyworld", help="train and evaluate the embedded toyworld bundle")
+    tws = tw.add_subparsers(dest="tw_command", metavar="ACTION", required=True)
+    p = tws.add_parser("train", help="train the bundle's models (resumable; checkpoints in --workdir)")
+    p.add_argument("--stage", action="append", choices=["data", "vae", "estimators", "classifier", "unet", "export"],
+                   help="stage(s) to run, in order (default: all)")
+    p.add_argument("--steps", type=int, default=None, help="target steps of the chosen stage(s)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-time budget of this invocation; rerun resumes")
+    p.add_argument("--n-train", type=int, default=16000, help="training scenes to render (default 16000)")
+    p.add_argument("--workdir", default=None, help="checkpoints and data (default: <user cache>/toyworld-train)")
+    p.add_argument("--out", default=None, help="bundle folder to export to (default: the shipped bundle)")
+    p = tws.add_parser("evaluate", help="the bundle's figures on held-out renders and test prompts")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--n-renders", type=int, default=500)
+    p.add_argument("--n-prompts", type=int, default=200)
+    p.add_argument("--bundle-dir", default=None, help=argparse.SUPPRESS)
+    p = tws.add_parser("samples", help="PNG grid of generated test-prompt samples beside their prompts")
+    p.add_argument("--out", default="docs/toyworld-samples.png")
+    p.add_argument("-n", type=int, default=12)
+    p = tws.add_parser("prompts", help="write the bundle's prompt file (CSV with a split column)")
+    p.add_argument("--out", required=True)
+    p.add_argument("-n", type=int, default=800)
     return ap
 
 
@@ -63,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command is None:
             return _explore(args)
-        return {"prompts": cmd_prompts, "layers": cmd_layers, "generate": cmd_generate}[args.command](args)
+        return {"prompts": cmd_prompts, "layers": cmd_layers, "generate": cmd_generate,
+                "toyworld": cmd_toyworld}[args.command](args)
     except UserError as e:
         print(f"ldm-explore: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -104,7 +128,10 @@ def cmd_layers(args) -> int:
     from .generation import load_pipeline
     from .layers import self_attention_layers
 
-    pipe = load_pipeline(args.model, device="cpu" if args.device == "auto" else args.device, dtype=args.dtype)
+    from .bundles import resolve_model
+
+    pipe = load_pipeline(resolve_model(args.model), device="cpu" if args.device == "auto" else args.device,
+                         dtype=args.dtype)
     infos = self_attention_layers(pipe.unet)
     if args.json:
         print(json.dumps([{"layer": i.path, "name": i.short, "height": i.height, "width": i.width,
@@ -143,7 +170,9 @@ def cmd_generate(args) -> int:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     prompts = PromptSet.read(args.prompts).select(args.split, args.limit)
     store = RunStore(args.cache, on_corrupt=lambda m: Console(stderr=True).print(f"[yellow]warning:[/] {m}"))
-    pipe = load_pipeline(args.model, args.device, args.dtype, args.scheduler)
+    from .bundles import resolve_model
+
+    pipe = load_pipeline(resolve_model(args.model), args.device, args.dtype, args.scheduler)
     settings = GenerationSettings(steps=args.steps, guidance=args.guidance, height=args.height, width=args.width,
                                   scheduler=args.scheduler, half=args.half, act_dtype=args.act_dtype,
                                   layers=resolve_layers(pipe.unet, args.layers))
@@ -160,6 +189,37 @@ def cmd_generate(args) -> int:
         )
     con.print(f"{len(prompts)} runs: {stats['generated']} generated, {stats['cached']} already stored "
               f"in {store.root}")
+    return 0
+
+
+def cmd_toyworld(args) -> int:
+    import json
+
+    from . import toyworld_train as T
+
+    if args.tw_command == "train":
+        stages = args.stage or list(T.STAGES)
+        steps = {s: args.steps for s in stages} if args.steps else None
+        out = Path(args.out) if args.out else None
+        T.run(Path(args.workdir) if args.workdir else None, stages, steps, args.minutes, args.n_train,
+              out=out or T.tw.BUNDLE_DIR)
+        return 0
+    if args.tw_command == "prompts":
+        print(T.write_prompt_file(Path(args.out), args.n))
+        return 0
+    if args.tw_command == "samples":
+        print(T.sample_grid(T.tw.BUNDLE_DIR, Path(args.out), args.n))
+        return 0
+    from .toyworld_eval import evaluate
+
+    say = (lambda m: None) if args.json else (lambda m: print(f"... {m}", file=sys.stderr))
+    res = evaluate(Path(args.bundle_dir) if args.bundle_dir else T.tw.BUNDLE_DIR, args.n_renders, args.n_prompts,
+                   progress=say)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:24s} {v:.4f}" if isinstance(v, float) else f"{k:24s} {v}")
     return 0
 
 

@@ -1,0 +1,62 @@
+"""Model bundles: everything one experiment needs, loaded through one code path.
+
+``toyworld``: embedded, shipped with the project, runs on a CPU. ``sd14``: Stable Diffusion v1.4 and the
+studies' estimators, from the user's Hugging Face cache (see issue on the experiment engine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelNotFoundError, UserError
+
+BUNDLES = ("toyworld",)
+
+
+@dataclass
+class Bundle:
+    name: str
+    pipe: object
+    estimators: object
+    classifier: object
+    prompts: Path
+    layers: tuple[str, ...]
+    folder: Path
+
+
+def toyworld_dir() -> Path:
+    from .toyworld import BUNDLE_DIR
+
+    return BUNDLE_DIR
+
+
+def resolve_model(model: str) -> str:
+    """A bundle name stands for its pipeline folder; anything else is a path or hub id."""
+    if model == "toyworld":
+        d = toyworld_dir() / "pipeline"
+        if not (d / "model_index.json").exists():
+            raise ModelNotFoundError(f"the toyworld bundle's weights are missing from {d} "
+                                     "(train them with `ldm-explore toyworld train`)")
+        return str(d)
+    return model
+
+
+def load_bundle(name: str = "toyworld", device: str | None = "cpu", dtype: str | None = None,
+                bundle_dir: Path | None = None) -> Bundle:
+    from .generation import load_pipeline
+    from .recorder import SELF_ATTENTION_PATTERN, match_layers
+
+    if name != "toyworld":
+        raise UserError(f"bundle '{name}': not available yet (bundles: {', '.join(BUNDLES)})")
+    from . import toyworld as tw
+
+    folder = Path(bundle_dir or tw.BUNDLE_DIR)
+    for f in ("pipeline/model_index.json", "estimators.safetensors", "classifier.safetensors", "prompts.csv"):
+        if not (folder / f).exists():
+            raise ModelNotFoundError(f"toyworld bundle: {folder / f} is missing "
+                                     "(train it with `ldm-explore toyworld train`)")
+    pipe = load_pipeline(folder / "pipeline", device=device, dtype=dtype)
+    dev = str(pipe.unet.device)
+    return Bundle("toyworld", pipe, tw.load_estimators(folder, dev), tw.load_classifier(folder, dev),
+                  folder / "prompts.csv", tuple(match_layers(pipe.unet, [SELF_ATTENTION_PATTERN])), folder)

@@ -1,0 +1,517 @@
+"""Training the toyworld bundle: dataset, VAE, estimators, classifier, UNet + text encoder, export.
+
+Every stage is resumable: it checkpoints (atomically) into ``<workdir>/<stage>/ckpt.pt`` every few
+minutes and on Ctrl-C, logs losses to ``<workdir>/<stage>/log.jsonl``, and picks up where it stopped.
+``--minutes`` bounds a stage's wall time for this invocation, so a long run can be done in slices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import toyworld as tw
+from .scenes import render_seed
+
+TRAIN_SEED0 = 0  # training scenes: seeds 0 .. n-1
+PROMPT_SEED0 = 10_000_000  # the shipped prompt file's scenes
+EVAL_SEED0 = 20_000_000  # held-out evaluation renders
+STAGES = ("data", "vae", "estimators", "classifier", "unet", "export")
+DEFAULT_STEPS = {"vae": 700, "estimators": 600, "classifier": 600, "unet": 20000}
+
+
+def default_workdir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("LDM_EXPLORE_TRAIN_DIR") or Path(user_cache_dir("ldm-explore")) / "toyworld-train")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+def _render_one(seed: int):
+    sc, r = render_seed(seed)
+    return ((r["rgb"] * 255).round().astype(np.uint8), r["depth"].astype(np.float16), r["mask"],
+            r["shading"].astype(np.float16), sc.main_class, sc.prompt)
+
+
+def render_many(seeds, procs: int = 2) -> dict[str, np.ndarray]:
+    seeds = list(seeds)
+    if procs > 1:
+        with Pool(procs) as pool:
+            out = pool.map(_render_one, seeds, chunksize=64)
+    else:
+        out = [_render_one(s) for s in seeds]
+    return {"rgb": np.stack([o[0] for o in out]), "depth": np.stack([o[1] for o in out]),
+            "mask": np.stack([o[2] for o in out]), "shading": np.stack([o[3] for o in out]),
+            "cls": np.array([o[4] for o in out], np.int16), "prompt": np.array([o[5] for o in out]),
+            "seed": np.array(seeds, np.int64)}
+
+
+def atomic_save_npz(path: Path, **arrays) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def dataset(workdir: Path, n: int, procs: int = 2) -> dict[str, np.ndarray]:
+    """The training renders, rendered once and kept in ``workdir/data/train-<n>.npz``."""
+    f = workdir / "data" / f"train-{n}.npz"
+    if not f.exists():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        t = time.time()
+        d = render_many(range(TRAIN_SEED0, TRAIN_SEED0 + n), procs)
+        atomic_save_npz(f, **d)
+        log(f"rendered {n} training scenes in {time.time() - t:.0f} s -> {f}")
+    with np.load(f) as z:
+        return {k: z[k] for k in z.files}
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
+
+class Stage:
+    """Checkpointed training state of one stage."""
+
+    def __init__(self, workdir: Path, name: str, modules: dict, opt, extra: dict | None = None):
+        self.dir = workdir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name, self.modules, self.opt = name, modules, opt
+        self.step = 0
+        self.extra = extra or {}
+        self.t0 = time.time()
+        self.last_save = time.time()
+        ck = self.dir / "ckpt.pt"
+        if ck.exists():
+            s = torch.load(ck, map_location="cpu", weights_only=False)
+            for k, m in modules.items():
+                m.load_state_dict(s["modules"][k])
+            if opt is not None and s.get("opt") is not None:
+                opt.load_state_dict(s["opt"])
+            self.step = s["step"]
+            self.extra.update(s.get("extra", {}))
+            torch.set_rng_state(s["torch_rng"])
+            log(f"{name}: resumed at step {self.step}")
+
+    def save(self) -> None:
+        s = {"modules": {k: m.state_dict() for k, m in self.modules.items()},
+             "opt": self.opt.state_dict() if self.opt is not None else None, "step": self.step,
+             "extra": self.extra, "torch_rng": torch.get_rng_state()}
+        tmp = self.dir / "ckpt.pt.tmp"
+        torch.save(s, tmp)
+        os.replace(tmp, self.dir / "ckpt.pt")
+        self.last_save = time.time()
+
+    def log(self, **fields) -> None:
+        rec = {"step": self.step, "time": round(time.time() - self.t0, 1), **fields}
+        with open(self.dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def maybe_save(self, every_s: float = 180) -> None:
+        if time.time() - self.last_save > every_s:
+            self.save()
+
+
+def _loop(stage: Stage, total: int, minutes: float | None, body, log_every: int = 50):
+    """Run ``body(step) -> dict of losses`` until ``total`` steps or the time budget; checkpoint on exit."""
+    t_end = time.time() + 60 * minutes if minutes else math.inf
+    acc: dict[str, float] = {}
+    n = 0
+    t = time.time()
+    try:
+        while stage.step < total and time.time() < t_end:
+            losses = body(stage.step)
+            stage.step += 1
+            n += 1
+            for k, v in losses.items():
+                acc[k] = acc.get(k, 0.0) + float(v)
+            if stage.step % log_every == 0 or stage.step == total:
+                avg = {k: round(v / n, 5) for k, v in acc.items()}
+                stage.log(**avg, s_per_step=round((time.time() - t) / n, 3))
+                log(f"{stage.name} step {stage.step}/{total} {avg} {(time.time() - t) / n:.2f} s/step")
+                acc, n, t = {}, 0, time.time()
+            stage.maybe_save()
+    finally:
+        stage.save()
+    return stage.step >= total
+
+
+def _lr(step, base, warmup=200, total=None, floor=0.1):
+    w = min(1.0, (step + 1) / warmup)
+    if total is None:
+        return base * w
+    return base * w * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+
+
+# --------------------------------------------------------------------------------------------------
+# stages
+
+def make_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**tw.VAE_CONFIG)
+
+
+def train_vae(workdir: Path, data, steps: int, minutes=None, batch: int = 16, crop_share: float = 0.6):
+    """32x32 crops (batch x4) for the first ``crop_share`` of steps, then full 64x64 images; object pixels
+    weighted 4x so colours survive (the feasibility run lost them)."""
+    torch.manual_seed(1)
+    vae = make_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    st = Stage(workdir, "vae", {"vae": vae}, opt)
+    rgb, mask = data["rgb"], data["mask"]
+    n = len(rgb)
+    rng = np.random.default_rng(st.step + 1)
+
+    def body(step):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, 1e-3, total=steps)
+        crop = step < crop_share * steps
+        idx = rng.integers(0, n, batch * 4 if crop else batch)
+        x = torch.from_numpy(rgb[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        w = 1 + 4 * torch.from_numpy(mask[idx]).float()[:, None]
+        if crop:
+            i, j = rng.integers(0, 33, 2)
+            x, w = x[..., i:i + 32, j:j + 32], w[..., i:i + 32, j:j + 32]
+        post = vae.encode(x).latent_dist
+        z = post.sample()
+        y = vae.decode(z).sample
+        rec = (w * (y - x).abs()).mean() + (w * (y - x) ** 2).mean()
+        kl = post.kl().mean() / z[0].numel()
+        loss = rec + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        psnr = -10 * torch.log10(((y.clamp(-1, 1) - x) ** 2).mean() / 4)
+        return {"loss": loss.item(), "kl": kl.item(), "psnr": psnr.item()}
+
+    return _loop(st, steps, minutes, body), vae
+
+
+def train_estimators(workdir: Path, data, steps: int, minutes=None, batch: int = 32):
+    torch.manual_seed(2)
+    net = tw.DenseNet()
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    st = Stage(workdir, "estimators", {"net": net}, opt)
+    n = len(data["rgb"])
+    rng = np.random.default_rng(st.step + 2)
+    net.train()
+
+    def body(step):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, 2e-3, warmup=100, total=steps, floor=0.02)
+        idx = rng.integers(0, n, batch)
+        x = torch.from_numpy(data["rgb"][idx]).permute(0, 3, 1, 2).float() / 255
+        if rng.random() < 0.5:  # left-right flips keep every label exact
+            flip = True
+            x = x.flip(-1)
+        else:
+            flip = False
+        m = torch.from_numpy(data["mask"][idx]).float()
+        d = torch.from_numpy(data["depth"][idx].astype(np.float32))
+        s = torch.from_numpy(data["shading"][idx].astype(np.float32))
+        if flip:
+            m, d, s = m.flip(-1), d.flip(-1), s.flip(-1)
+        dn = d / d.amax(dim=(1, 2), keepdim=True)  # relative inverse depth in (0, 1]
+        o = net(x)
+        lm = F.binary_cross_entropy_with_logits(o[:, 0], m)
+        ld = (o[:, 1] - dn).abs().mean()
+        ls = (o[:, 2] - s).abs().mean()
+        loss = lm + 2 * ld + 2 * ls
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), "mask_bce": lm.item(), "depth_l1": ld.item(), "shading_l1": ls.item()}
+
+    return _loop(st, steps, minutes, body), net
+
+
+def train_classifier(workdir: Path, data, steps: int, minutes=None, batch: int = 64):
+    torch.manual_seed(3)
+    net = tw.ClassifierNet()
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    st = Stage(workdir, "classifier", {"net": net}, opt)
+    n = len(data["rgb"])
+    rng = np.random.default_rng(st.step + 3)
+    y_all = torch.from_numpy(data["cls"].astype(np.int64))
+    net.train()
+
+    def body(step):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, 2e-3, warmup=100, total=steps, floor=0.02)
+        idx = rng.integers(0, n, batch)
+        x = torch.from_numpy(data["rgb"][idx]).permute(0, 3, 1, 2).float() / 255
+        if rng.random() < 0.5:
+            x = x.flip(-1)  # the class is colour x shape: a mirror keeps it
+        x = (x * torch.empty(batch, 1, 1, 1).uniform_(0.85, 1.15)).clamp(0, 1)  # exposure jitter
+        logits = net(x)
+        loss = F.cross_entropy(logits, y_all[idx], label_smoothing=0.05)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), "acc": (logits.argmax(1) == y_all[idx]).float().mean().item()}
+
+    return _loop(st, steps, minutes, body), net
+
+
+def load_stage_module(workdir: Path, stage: str, key: str, module):
+    s = torch.load(workdir / stage / "ckpt.pt", map_location="cpu", weights_only=False)
+    module.load_state_dict(s["modules"][key])
+    return module, s
+
+
+@torch.no_grad()
+def encode_latents(workdir: Path, vae, data) -> tuple[np.ndarray, float]:
+    """Cache the VAE posterior means of every training image (float16) and the scaling factor."""
+    f = workdir / "unet" / f"latents-{len(data['rgb'])}.npz"
+    if f.exists():
+        with np.load(f) as z:
+            return z["latents"], float(z["scale"])
+    f.parent.mkdir(parents=True, exist_ok=True)
+    vae.eval()
+    out = []
+    t = time.time()
+    for i in range(0, len(data["rgb"]), 256):
+        x = torch.from_numpy(data["rgb"][i:i + 256]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        out.append(vae.encode(x).latent_dist.mean.numpy().astype(np.float16))
+    lat = np.concatenate(out)
+    scale = float(1.0 / lat.astype(np.float32).std())
+    atomic_save_npz(f, latents=lat, scale=np.float32(scale))
+    log(f"encoded {len(lat)} latents in {time.time() - t:.0f} s, scaling factor {scale:.4f}")
+    return lat, scale
+
+
+def make_text_encoder(tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **tw.TEXT_CONFIG)
+    return CLIPTextModel(cfg)
+
+
+def make_unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**tw.UNET_CONFIG)
+
+
+class EMA:
+    def __init__(self, module, decay=0.999):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in module.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].mul_(d).add_(v.float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self):
+        return self.shadow
+
+    def load_state_dict(self, sd):
+        self.shadow = {k: v.clone() for k, v in sd.items()}
+
+
+def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, lr: float = 5e-4):
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(4)
+    tok = tw.make_tokenizer(workdir / "tokenizer")
+    vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
+    lat, scale = encode_latents(workdir, vae, data)
+    del vae
+    ids = tok(list(data["prompt"]), padding="max_length", max_length=tw.MAX_TOKENS, truncation=True,
+              return_tensors="pt").input_ids
+    empty = tok([""], padding="max_length", max_length=tw.MAX_TOKENS, return_tensors="pt").input_ids
+    unet, te = make_unet(), make_text_encoder(tok)
+    ema_u, ema_t = EMA(unet), EMA(te)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    st = Stage(workdir, "unet", {"unet": unet, "text": te, "ema_unet": ema_u, "ema_text": ema_t}, opt,
+               extra={"scale": scale})
+    sched = DDPMScheduler(**{k: v for k, v in tw.SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+    ac = sched.alphas_cumprod
+    snr = ac / (1 - ac)
+    n = len(lat)
+    rng = np.random.default_rng(st.step + 4)
+    lat_t = torch.from_numpy(lat)
+    unet.train()
+    te.train()
+
+    def body(step):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, lr, warmup=300)
+        idx = torch.from_numpy(rng.integers(0, n, batch))
+        x0 = lat_t[idx].float() * scale
+        tid = ids[idx].clone()
+        drop = torch.from_numpy(rng.random(batch) < 0.1)
+        tid[drop] = empty[0]
+        t = torch.randint(0, 1000, (batch,))
+        noise = torch.randn_like(x0)
+        xt = sched.add_noise(x0, noise, t)
+        emb = te(tid)[0]
+        pred = unet(xt, t, encoder_hidden_states=emb).sample
+        w = torch.clamp(snr[t], max=5.0) / snr[t]  # min-SNR-5 weighting for epsilon prediction
+        loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_u.update(unet, step)
+        ema_t.update(te, step)
+        return {"loss": loss.item()}
+
+    return _loop(st, steps, minutes, body, log_every=25), st
+
+
+# --------------------------------------------------------------------------------------------------
+# export
+
+def export_bundle(workdir: Path, out: Path = tw.BUNDLE_DIR) -> Path:
+    """Write the bundle folder from the stages' checkpoints (EMA weights, fp16 where it costs nothing)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = tw.make_tokenizer(workdir / "tokenizer")
+    vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
+    s = torch.load(workdir / "unet" / "ckpt.pt", map_location="cpu", weights_only=False)
+    vae.register_to_config(scaling_factor=float(s["extra"]["scale"]))
+    unet, te = make_unet(), make_text_encoder(tok)
+    unet.load_state_dict(s["modules"]["ema_unet"])
+    te.load_state_dict(s["modules"]["ema_text"])
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler(**tw.SCHEDULER_CONFIG), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.unet.half()
+    pipe.text_encoder.half()
+    pipe.save_pretrained(str(out / "pipeline"), safe_serialization=True)
+    est, _ = load_stage_module(workdir, "estimators", "net", tw.DenseNet())
+    tw.save_net(est, out / "estimators.safetensors", "estimators")
+    cls, _ = load_stage_module(workdir, "classifier", "net", tw.ClassifierNet())
+    tw.save_net(cls, out / "classifier.safetensors", "classifier")
+    write_prompt_file(out / "prompts.csv")
+    (out / "TRAINING.json").write_text(json.dumps({
+        "unet_steps": s["step"], "vae_scaling_factor": s["extra"]["scale"],
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }, indent=1))
+    log(f"exported bundle to {out} (UNet at step {s['step']})")
+    return out
+
+
+def run(workdir: Path | None = None, stages=None, steps: dict | None = None, minutes: float | None = None,
+        n_train: int = 20000, procs: int = 2, out: Path = tw.BUNDLE_DIR) -> dict:
+    """Run the given stages in order (default: all), each resuming from its checkpoint."""
+    workdir = Path(workdir or default_workdir())
+    workdir.mkdir(parents=True, exist_ok=True)
+    stages = list(stages or STAGES)
+    steps = {**DEFAULT_STEPS, **(steps or {})}
+    t_all = time.time()
+    deadline = time.time() + 60 * minutes if minutes else None
+    left = lambda: None if deadline is None else max(0.0, (deadline - time.time()) / 60)
+    done = {}
+    data = None
+    log(f"toyworld training in {workdir}: stages {', '.join(stages)}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads")
+    for stage in stages:
+        t = time.time()
+        if stage in ("vae", "estimators", "classifier", "unet", "data") and data is None:
+            data = dataset(workdir, n_train, procs)
+        if stage == "data":
+            done[stage] = True
+        elif stage == "vae":
+            done[stage], _ = train_vae(workdir, data, steps["vae"], left())
+        elif stage == "estimators":
+            done[stage], _ = train_estimators(workdir, data, steps["estimators"], left())
+        elif stage == "classifier":
+            done[stage], _ = train_classifier(workdir, data, steps["classifier"], left())
+        elif stage == "unet":
+            done[stage], _ = train_unet(workdir, data, steps["unet"], left())
+        elif stage == "export":
+            export_bundle(workdir, out)
+            done[stage] = True
+        log(f"{stage}: {'done' if done[stage] else 'paused (time budget); rerun to resume'} "
+            f"in {time.time() - t:.0f} s")
+        if deadline is not None and time.time() >= deadline and stage != stages[-1]:
+            log("time budget spent; rerun the same command to resume")
+            break
+    log(f"total {time.time() - t_all:.0f} s")
+    return done
+
+
+def write_prompt_file(path: Path, n: int = 800) -> Path:
+    """The bundle's prompt file: anchors' columns plus ``split`` (60% train, 15% val, 25% test, interleaved).
+
+    Prompts describe scenes with seeds PROMPT_SEED0 + i (none of them a training scene); the diffusion seeds
+    are drawn once from a fixed generator.
+    """
+    import csv
+    import io
+
+    from .scenes import sample_scene
+
+    rng = np.random.default_rng(1234)
+    seeds = rng.integers(0, 2**31 - 1, n)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["prompts", "seeds", "prompt_inds", "split"])
+    for i in range(n):
+        k = i % 20
+        split = "train" if k < 12 else "val" if k < 15 else "test"
+        w.writerow([sample_scene(PROMPT_SEED0 + i).prompt, int(seeds[i]), i, split])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def sample_grid(bundle_dir: Path, out: Path, n: int = 12, scale: int = 3) -> Path:
+    """A PNG of generated samples beside their prompts (test split), for the docs."""
+    from PIL import Image, ImageDraw
+
+    from .bundles import load_bundle
+    from .generation import GenerationSettings, generate
+    from .prompts import PromptSet
+
+    b = load_bundle("toyworld", bundle_dir=bundle_dir)
+    ps = list(PromptSet.read(b.prompts).select("test", n))
+    runs = generate(b.pipe, ps, GenerationSettings(steps=15, guidance=7.5), record=False, decode=False)
+    s = 64 * scale
+    W, rows = 2 * (s + 560), (len(runs) + 1) // 2
+    img = Image.new("RGB", (W, rows * (s + 8)), "white")
+    draw = ImageDraw.Draw(img)
+    for k, r in enumerate(runs):
+        x0, y0 = (k % 2) * (s + 560), (k // 2) * (s + 8)
+        img.paste(Image.fromarray(r.final).resize((s, s), Image.NEAREST), (x0, y0))
+        words, line, lines = r.prompt.prompt.split(), "", []
+        for w_ in words:
+            if len(line) + len(w_) > 48:
+                lines.append(line)
+                line = ""
+            line += ("" if not line else " ") + w_
+        lines.append(line)
+        draw.multiline_text((x0 + s + 10, y0 + 10), "\n".join(lines + [f"seed {r.prompt.seed}"]), fill="black",
+                            spacing=6)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    return out

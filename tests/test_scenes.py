@@ -1,0 +1,94 @@
+"""The renderer against analytic cases, and its determinism."""
+
+import numpy as np
+import pytest
+
+from ldm_explore.backend.scenes import (CLASSES, Obj, class_index, project, render, render_seed, sample_scene,
+                                        simple_scene, vocabulary)
+
+
+def sphere(x=0.0, z=4.0, r=1.0, color="red"):
+    return Obj("sphere", color, "large", "centre", x, z, r, 2 * r)
+
+
+def test_sphere_depth_at_centre_pixel():
+    # camera at height r looks straight at the sphere's centre, distance D: the centre ray hits at D - r
+    D, r = 4.0, 1.0
+    sc = simple_scene([sphere(z=D, r=r)], cam=(0, r, 0), look=(0, r, D))
+    out = render(sc, size=65, ss=1)  # odd size: the middle pixel's ray is the optical axis
+    assert out["mask"][32, 32]
+    assert out["depth"][32, 32] == pytest.approx(1 / (D - r), rel=1e-9)
+
+
+def test_sphere_projected_mask_area():
+    D, r, size, fov = 5.0, 1.0, 129, 60.0
+    sc = simple_scene([sphere(z=D, r=r)], cam=(0, r, 0), look=(0, r, D), fov=fov)
+    out = render(sc, size=size, ss=1)
+    f = (size / 2) / np.tan(np.radians(fov) / 2)  # focal length in pixels
+    R = f * np.tan(np.arcsin(r / D))  # silhouette of a sphere on the axis: a circle of this radius
+    assert out["mask"].sum() == pytest.approx(np.pi * R ** 2, rel=0.02)
+
+
+def test_face_turned_to_the_light_is_fully_lit():
+    # a cube facing the camera, light coming from the camera: the front face's normal is the light direction
+    cube = Obj("cube", "blue", "large", "centre", 0.0, 4.0, 0.8, 1.6, angle=0.0)
+    sc = simple_scene([cube], light_dir=(0, 0, -1), ambient=0.3, cam=(0, 0.8, 0), look=(0, 0.8, 4))
+    out = render(sc, size=65, ss=1)
+    assert out["mask"][32, 32]
+    assert out["shading"][32, 32] == pytest.approx(1.0, abs=1e-9)
+    assert np.allclose(out["rgb"][32, 32], np.array([0.12, 0.24, 0.90]) * 1.0)
+    assert np.allclose(out["albedo"][32, 32], [0.12, 0.24, 0.90])
+
+
+def test_shadowed_point_gets_only_ambient():
+    # light from the upper left at 45 degrees: the floor point (r, 0, z) lies in the sphere's shadow
+    r, z, amb = 0.8, 4.0, 0.27
+    sc = simple_scene([sphere(z=z, r=r)], light_dir=(-1, 1, 0), ambient=amb, cam=(0, 2.5, 0), look=(0, 0.5, z))
+    out = render(sc, size=96, ss=1)
+    row, col = project(sc, (r + 0.1, 0.0, z), 96)
+    assert not out["mask"][row, col]
+    assert out["shading"][row, col] == pytest.approx(amb, abs=1e-9)
+    # an unshadowed floor point on the lit side: Lambert with n = up, cos = 1/sqrt(2)
+    row2, col2 = project(sc, (-r - 0.8, 0.0, z), 96)
+    assert out["shading"][row2, col2] == pytest.approx(amb + (1 - amb) / np.sqrt(2), abs=1e-9)
+    # RGB = albedo x shading everywhere
+    assert np.allclose(out["rgb"], np.clip(out["albedo"] * out["shading"][..., None], 0, 1))
+
+
+def test_inverse_depth_is_larger_when_closer():
+    sc = simple_scene([sphere(x=-1.2, z=3.0, r=0.5), sphere(x=1.2, z=6.0, r=0.5, color="green")],
+                      cam=(0, 0.5, 0), look=(0, 0.5, 4))
+    out = render(sc, size=64, ss=1)
+    near = project(sc, (-1.2, 0.5, 3.0 - 0.5), 64)
+    far = project(sc, (1.2, 0.5, 6.0 - 0.5), 64)
+    assert out["depth"][near] > out["depth"][far] > 0
+
+
+def test_deterministic_per_seed_and_labels_consistent():
+    a_sc, a = render_seed(7)
+    b_sc, b = render_seed(7)
+    _, c = render_seed(8)
+    for k in a:
+        assert np.array_equal(a[k], b[k])
+    assert a_sc.prompt == b_sc.prompt
+    assert not np.array_equal(a["rgb"], c["rgb"])
+    assert a["rgb"].shape == (64, 64, 3) and a["depth"].shape == a["mask"].shape == a["shading"].shape == (64, 64)
+    _, big = render_seed(7, size=32)
+    assert big["rgb"].shape == (32, 32, 3)
+
+
+def test_scene_sampling_and_grammar():
+    seen_shapes, seen_colors, ns = set(), set(), set()
+    for s in range(300):
+        sc = sample_scene(s)
+        ns.add(len(sc.objects))
+        seen_shapes |= {o.shape for o in sc.objects}
+        seen_colors |= {o.color for o in sc.objects}
+        main = sc.objects[0]
+        assert sc.prompt.startswith(f"a {main.size} {main.color} {main.shape}")
+        assert sc.prompt.endswith(f"lit from the {sc.light}")
+        assert all(main.r >= o.r for o in sc.objects)  # the one named first is the largest
+        assert CLASSES[sc.main_class] == f"{main.color} {main.shape}"
+        assert set(sc.prompt.replace(",", "").split()) <= set(vocabulary())
+    assert ns == {1, 2, 3} and len(seen_shapes) == 4 and len(seen_colors) == 8
+    assert len(CLASSES) == 32 and class_index("pink", "cone") == 31
