@@ -1,0 +1,95 @@
+"""The shipped toyworld bundle: loads offline, is deterministic, its estimators and classifier work,
+and the evaluate command runs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import cli
+from ldm_explore.backend.bundles import load_bundle
+from ldm_explore.backend.generation import GenerationSettings, generate, to_uint8
+from ldm_explore.backend.layers import self_attention_layers
+from ldm_explore.backend.metrics import dice, pearson, spearman
+from ldm_explore.backend.prompts import PromptSet
+from ldm_explore.backend.scenes import CLASSES, vocabulary
+from ldm_explore.backend.toyworld import unknown_words
+from ldm_explore.backend.toyworld_eval import EVAL_SEED0, main_class_of
+from ldm_explore.backend.toyworld_train import render_many
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle("toyworld", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def renders():
+    return render_many(range(EVAL_SEED0, EVAL_SEED0 + 40), procs=1)
+
+
+def test_prompt_file(bundle):
+    ps = PromptSet.read(bundle.prompts)
+    assert len(ps) >= 600 and ps.splits() == {"train": 480, "val": 120, "test": 200}
+    assert all(main_class_of(p.prompt) is not None for p in ps)
+
+
+def test_tokenizer_holds_the_grammar(bundle):
+    tok = bundle.pipe.tokenizer
+    assert tok.eos_token_id != 2
+    for w in vocabulary():
+        assert len(tok(w, add_special_tokens=False).input_ids) == 1, w
+    assert unknown_words(tok, "a large red sphere on the left") == []
+    assert unknown_words(tok, "a shiny red teapot, lit from the left") == ["shiny", "teapot"]
+
+
+def test_layer_names_have_the_shape_of_sd(bundle):
+    infos = self_attention_layers(bundle.pipe.unet)
+    assert [i.path for i in infos] == list(bundle.layers)
+    assert "up_blocks.2.attentions.0.transformer_blocks.0.attn1.to_out.0" in bundle.layers
+    assert infos[0].height == infos[0].width == 16
+
+
+def test_generation_is_offline_and_deterministic(bundle):
+    p = PromptSet.read(bundle.prompts).select("test", 2)
+    s = GenerationSettings(steps=15, guidance=7.5)
+    a = generate(bundle.pipe, list(p), s, record=False, decode=False)
+    b = generate(bundle.pipe, list(p), s, record=False, decode=False)
+    assert np.array_equal(a[0].final, b[0].final) and np.array_equal(a[1].final, b[1].final)
+    assert not np.array_equal(a[0].final, a[1].final)
+    ref = bundle.pipe([p[0].prompt], num_inference_steps=15, guidance_scale=7.5, output_type="np",
+                      generator=[torch.Generator().manual_seed(p[0].seed)]).images
+    assert np.array_equal(to_uint8(ref)[0], a[0].final)  # the stock pipeline gives the same image
+    assert a[0].final.shape == (64, 64, 3) and a[0].final.std() > 10
+
+
+def test_estimators_on_fixed_renders(bundle, renders):
+    est = bundle.estimators.all(renders["rgb"])
+    assert est["mask"].shape == renders["mask"].shape
+    assert np.mean([dice(p > 0.5, m) for p, m in zip(est["mask"], renders["mask"])]) > 0.9
+    assert np.mean([spearman(p, t) for p, t in zip(est["depth"], renders["depth"])]) > 0.9
+    assert np.mean([pearson(p, t) for p, t in zip(est["shading"], renders["shading"])]) > 0.85
+    # the same interface as the real ones: one image in, one map out, at the image's size
+    one = bundle.estimators.depth(renders["rgb"][0])
+    assert one.shape == (1, 64, 64)
+
+
+def test_classifier_on_fixed_renders(bundle, renders):
+    p = bundle.classifier(renders["rgb"])
+    assert p.shape == (40, len(CLASSES)) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert np.mean(p.argmax(1) == renders["cls"]) >= 0.85
+    top = bundle.classifier.top_k(renders["rgb"][:1], 5)[0]
+    assert len(top) == 5 and top[0][1] >= top[-1][1] and top[0][0] in CLASSES
+
+
+def test_evaluate_command_on_a_small_sample():
+    r = cli("toyworld", "evaluate", "--json", "--n-renders", "30", "--n-prompts", "4", timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    for k in ("vae_psnr_db", "mask_dice", "depth_spearman", "shading_pearson", "classifier_top1",
+              "classifier_top5", "vae_classifier_top1", "gen_class_match", "gen_mask_ok", "gen_seconds_per_image"):
+        assert k in res, k
+    assert 15 < res["vae_psnr_db"] < 60 and 0 <= res["gen_class_match"] <= 1
+    assert res["classifier_top5"] >= res["classifier_top1"] > 0.5
+    assert res["n_renders"] == 30 and res["n_prompts"] == 4
