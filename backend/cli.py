@@ -56,6 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     p.add_argument("--cache", default=None, metavar="DIR", help="run store folder (default: the user cache dir)")
 
+    ex = sub.add_parser("experiment", help="whole experiments: generate, label, fit probes, evaluate, report")
+    exs = ex.add_subparsers(dest="ex_command", metavar="ACTION", required=True)
+    p = exs.add_parser("run", help="run (or resume) an experiment and write its report folder")
+    p.add_argument("--bundle", default="toyworld", help="model bundle (default toyworld)")
+    p.add_argument("--prompts", default=None, metavar="FILE", help="prompt file with a split column "
+                   "(default: the bundle's own)")
+    p.add_argument("--layers", nargs="*", default=None, metavar="LAYER",
+                   help="module paths or glob patterns (default: every self-attention layer)")
+    p.add_argument("--out", default=None, metavar="DIR", help="report folder (default: ./report-<bundle>)")
+    p.add_argument("--cache", default=None, metavar="DIR", help="run store folder")
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--view", default="xt", choices=["xt", "x0"],
+                   help="decoded image the off-the-shelf models see: x_t (the studies) or predicted x0")
+    p.add_argument("--per-split", type=int, default=None, metavar="N", help="only the first N prompts of each split")
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--no-baselines", action="store_true", help="skip the shuffled-UNet and latent baselines")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
     tw = sub.add_parser("toyworld", help="train and evaluate the embedded toyworld bundle")
     tws = tw.add_subparsers(dest="tw_command", metavar="ACTION", required=True)
     p = tws.add_parser("train", help="train the bundle's models (resumable; checkpoints in --workdir)")
@@ -87,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             return _explore(args)
         return {"prompts": cmd_prompts, "layers": cmd_layers, "generate": cmd_generate,
-                "toyworld": cmd_toyworld}[args.command](args)
+                "toyworld": cmd_toyworld, "experiment": cmd_experiment}[args.command](args)
     except UserError as e:
         print(f"ldm-explore: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -189,6 +209,58 @@ def cmd_generate(args) -> int:
         )
     con.print(f"{len(prompts)} runs: {stats['generated']} generated, {stats['cached']} already stored "
               f"in {store.root}")
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ldm_explore.cache.store import RunStore
+
+    from .bundles import load_bundle
+    from .experiment import Config, Experiment
+    from .layers import self_attention_layers
+    from .prompts import PromptSet
+    from .report import write_report
+
+    con = Console(stderr=True)
+    store = RunStore(args.cache, on_corrupt=lambda m: con.print(f"[yellow]warning:[/] {m}"))
+    b = load_bundle(args.bundle, device=args.device)
+    ps = PromptSet.read(args.prompts or b.prompts)
+    if args.per_split:
+        keep = []
+        for split in ("train", "val", "test"):
+            keep += [q for q in ps if q.split == split][: args.per_split]
+        ps = PromptSet(keep, ps.path, ps.format)
+    layers = resolve_layers(b.pipe.unet, args.layers) if args.layers else b.layers
+    out = Path(args.out or f"report-{args.bundle}")
+    cfg = Config(steps=args.steps, guidance=args.guidance, view=args.view, batch=args.batch_size,
+                 baselines=not args.no_baselines)
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*cols, console=con) as prog:
+        tasks = {}
+
+        def progress(stage, done, total):
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=total)
+            prog.update(tasks[stage], completed=done, total=total)
+
+        ex = Experiment(b, ps, out, store, layers, cfg, progress)
+        probes = ex.fit()
+        rows = ex.evaluate(probes)
+    names = {i.path: i.short for i in self_attention_layers(b.pipe.unet)}
+    names["vae-latent"] = "VAE latent x_t"
+    summary = write_report(out, rows, probes, names, {
+        "bundle": b.name, "prompts": str(ps.path), "splits": ps.splits(), "steps": args.steps,
+        "guidance": args.guidance, "view": args.view, "layers": list(layers)})
+    con.print(f"report written to {out}/ (summary.md, metrics.csv, curves-*.png, heatmap-*.png)")
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "meta"}))
+    else:
+        print((out / "summary.md").read_text())
     return 0
 
 

@@ -1,41 +1,66 @@
-"""Per-image metrics: Dice for masks, Spearman and Pearson for depth and shading maps."""
+"""Metrics: Dice for masks, Spearman and Pearson for depth and shading maps.
+
+The ``*_rows`` forms score many predictions (one per row, e.g. every denoising step) against one target
+at once; the scalar forms are their one-row case.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def dice(pred, target) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty."""
-    p = np.asarray(pred, bool).ravel()
+def dice_rows(pred, target) -> np.ndarray:
+    """Dice of boolean masks ``pred`` (R, N) against ``target`` (N,); 1.0 where both are empty."""
+    p = np.asarray(pred, bool).reshape(np.shape(pred)[0], -1)
     t = np.asarray(target, bool).ravel()
-    s = p.sum() + t.sum()
-    return 1.0 if s == 0 else float(2.0 * (p & t).sum() / s)
+    s = p.sum(1) + t.sum()
+    inter = (p & t).sum(1)
+    return np.where(s == 0, 1.0, 2.0 * inter / np.maximum(s, 1))
+
+
+def pearson_rows(pred, target) -> np.ndarray:
+    """Pearson correlation of each row of ``pred`` (R, N) with ``target`` (N,); 0 for a constant row."""
+    a = np.asarray(pred, np.float64).reshape(np.shape(pred)[0], -1)
+    b = np.asarray(target, np.float64).ravel()
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean()
+    den = np.sqrt((a * a).sum(1) * (b * b).sum())
+    num = a @ b
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def rank(x) -> np.ndarray:
+    """Average ranks along the last axis (ties share their mean rank), as scipy.stats.rankdata."""
+    x = np.asarray(x, np.float64)
+    flat = x.reshape(-1, x.shape[-1])
+    out = np.empty_like(flat)
+    n = flat.shape[1]
+    for i, row in enumerate(flat):
+        order = np.argsort(row, kind="mergesort")
+        xs = row[order]
+        new = np.empty(n, bool)
+        new[0] = True
+        new[1:] = xs[1:] != xs[:-1]
+        group = np.cumsum(new) - 1
+        first = np.flatnonzero(new)
+        counts = np.diff(np.append(first, n))
+        avg = first + (counts + 1) / 2.0
+        out[i, order] = avg[group]
+    return out.reshape(x.shape)
+
+
+def spearman_rows(pred, target) -> np.ndarray:
+    p = np.asarray(pred).reshape(np.shape(pred)[0], -1)
+    return pearson_rows(rank(p), rank(np.asarray(target).ravel()))
+
+
+def dice(pred, target) -> float:
+    return float(dice_rows(np.asarray(pred)[None], target)[0])
 
 
 def pearson(a, b) -> float:
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    a = a - a.mean()
-    b = b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else 0.0
-
-
-def _rank(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank), as scipy.stats.rankdata."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    ranks = np.empty(len(x), np.float64)
-    ranks[order] = np.arange(1, len(x) + 1)
-    # average ties
-    change = np.concatenate([[True], xs[1:] != xs[:-1], [True]])
-    idx = np.flatnonzero(change)
-    for s, e in zip(idx[:-1], idx[1:]):
-        if e - s > 1:
-            ranks[order[s:e]] = (s + 1 + e) / 2.0
-    return ranks
+    return float(pearson_rows(np.asarray(a)[None], b)[0])
 
 
 def spearman(a, b) -> float:
-    return pearson(_rank(np.asarray(a, np.float64).ravel()), _rank(np.asarray(b, np.float64).ravel()))
+    return float(spearman_rows(np.asarray(a)[None], b)[0])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from . import toyworld as tw
-from .metrics import dice, pearson, spearman
+from .metrics import dice_rows, pearson_rows, spearman_rows
 from .scenes import COLORS, SHAPES, SIZES, class_index
 
 EVAL_SEED0 = 20_000_000
@@ -40,9 +40,9 @@ def evaluate(bundle_dir: Path = tw.BUNDLE_DIR, n_renders: int = 500, n_prompts: 
     progress(f"rendering {n_renders} held-out scenes")
     d = render_many(range(EVAL_SEED0, EVAL_SEED0 + n_renders), procs=2 if n_renders >= 200 else 1)
     est = b.estimators.all(d["rgb"])
-    res["mask_dice"] = float(np.mean([dice(p > 0.5, m) for p, m in zip(est["mask"], d["mask"])]))
-    res["depth_spearman"] = float(np.mean([spearman(p, t) for p, t in zip(est["depth"], d["depth"].astype(np.float32))]))
-    res["shading_pearson"] = float(np.mean([pearson(p, t) for p, t in zip(est["shading"], d["shading"].astype(np.float32))]))
+    res["mask_dice"] = float(np.mean([dice_rows(p[None] > 0.5, m)[0] for p, m in zip(est["mask"], d["mask"])]))
+    res["depth_spearman"] = float(np.mean([spearman_rows(p[None], t)[0] for p, t in zip(est["depth"], d["depth"])]))
+    res["shading_pearson"] = float(np.mean([pearson_rows(p[None], t)[0] for p, t in zip(est["shading"], d["shading"])]))
     probs = b.classifier(d["rgb"])
     order = np.argsort(-probs, 1)
     res["classifier_top1"] = float(np.mean(order[:, 0] == d["cls"]))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ldm_explore.backend.metrics import dice, pearson, spearman
+from ldm_explore.backend.metrics import dice, dice_rows, pearson, pearson_rows, spearman, spearman_rows
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -30,3 +30,18 @@ def test_dice():
 
 def test_constant_map_has_zero_correlation():
     assert pearson(np.ones(10), np.arange(10)) == 0.0
+
+
+def test_rows_forms_match_scipy_per_row():
+    rng = np.random.default_rng(7)
+    t = np.round(rng.normal(size=200), 1)
+    P = rng.normal(size=(6, 200)) + t
+    P[2] = np.round(P[2])  # ties in a prediction row too
+    sp = spearman_rows(P, t)
+    pe = pearson_rows(P, t)
+    for i in range(6):
+        assert sp[i] == pytest.approx(stats.spearmanr(P[i], t)[0], abs=1e-12)
+        assert pe[i] == pytest.approx(stats.pearsonr(P[i], t)[0], abs=1e-12)
+    m = rng.random((4, 50)) > 0.5
+    d = dice_rows(m, m[0])
+    assert d[0] == 1.0 and all(d[i] == pytest.approx(dice(m[i], m[0])) for i in range(4))
