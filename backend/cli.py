@@ -26,6 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ldm-explore",
         description="What does a latent diffusion model know about a scene while it is still noise?",
     )
+    ap.add_argument("--bundle", default="toyworld", help="explorer: model bundle (default toyworld)")
+    ap.add_argument("--model", default=None, metavar="PATH", help="explorer: a toyworld-shaped pipeline folder")
+    ap.add_argument("--prompts", default=None, metavar="FILE", help="explorer: prompt file (default: the bundle's)")
+    ap.add_argument("--cache", default=None, metavar="DIR", help="run store folder (default: the user cache dir)")
+    ap.add_argument("--device", default="cpu", help="explorer: cpu (default), cuda, mps")
+    ap.add_argument("--renderer", default="auto", choices=["auto", "halfcell", "sixel", "tgp", "unicode"],
+                    help="explorer: image rendering (auto: Kitty/Sixel graphics where the terminal speaks them)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("prompts", help="validate a prompt file and list its first rows")
@@ -117,7 +124,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _explore(args) -> int:
-    build_parser().print_help()
+    import textual_image.widget  # noqa: F401  (detects the terminal's graphics protocol before the app runs)
+
+    from ldm_explore.tui.app import run_app
+
+    from .session import ExplorerSession
+
+    if args.bundle not in ("toyworld", "sd14"):
+        raise UserError(f"--bundle {args.bundle}: choose toyworld or sd14")
+    session = ExplorerSession(bundle=args.bundle, model=args.model, prompts=args.prompts, cache=args.cache,
+                              device=args.device)
+    run_app(session, renderer=args.renderer)
     return 0
 
 

@@ -176,10 +176,11 @@ def _act_dtype(name: str) -> torch.dtype:
 
 @torch.no_grad()
 def generate(pipe, prompts: Sequence[Prompt], settings: GenerationSettings = GenerationSettings(),
-             record: bool = True, decode: bool = True, on_step=None) -> list[RunResult]:
+             record: bool = True, decode: bool = True, on_step=None, on_latents=None) -> list[RunResult]:
     """Run ``prompts`` as one batch (each with its own seed) through the stock pipeline, recording.
 
-    ``on_step(step, num_steps)`` is called after each denoising step (for progress bars and the TUI).
+    ``on_step(step, num_steps)`` is called after each denoising step (progress bars); ``on_latents(step,
+    x_t, x0)`` too, with that step's latents, for live previews. Either may raise to abort the run.
     """
     device = pipe.unet.device
     gens = [torch.Generator(device="cpu").manual_seed(p.seed) for p in prompts]
@@ -192,6 +193,8 @@ def generate(pipe, prompts: Sequence[Prompt], settings: GenerationSettings = Gen
         out = rec.step_callback(p, i, t, kw)
         if on_step is not None:
             on_step(i, len(rec.latents))
+        if on_latents is not None:
+            on_latents(i, rec.latents[-1], rec.x0[-1] if rec.x0 else None)
         return out
 
     latents = initial_latents(pipe, len(prompts), gens, settings)

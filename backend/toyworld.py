@@ -22,7 +22,10 @@ import torch.nn.functional as F
 
 from .scenes import CLASSES, vocabulary
 
-BUNDLE_DIR = Path(__file__).resolve().parent / "bundles" / "toyworld"
+import os
+
+# the shipped bundle; LDM_EXPLORE_TOYWORLD_DIR points the project at another export (e.g. a fresh training run)
+BUNDLE_DIR = Path(os.environ.get("LDM_EXPLORE_TOYWORLD_DIR") or Path(__file__).resolve().parent / "bundles" / "toyworld")
 MAX_TOKENS = 32
 IMAGE_SIZE = 64
 

@@ -1,0 +1,95 @@
+"""The explorer's widgets: prompt browser, step strip, image tiles, numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.reactive import reactive
+from textual.widgets import DataTable, Input, Static
+
+
+def image_class(renderer: str):
+    """The textual-image widget for ``renderer``: auto (Kitty/Sixel where the terminal speaks it), halfcell, ..."""
+    import textual_image.widget as tiw
+
+    return {"auto": tiw.Image, "halfcell": tiw.HalfcellImage, "sixel": tiw.SixelImage, "tgp": tiw.TGPImage,
+            "unicode": tiw.UnicodeImage}[renderer]
+
+
+class Tile(Vertical):
+    """An image with a caption under it."""
+
+    def __init__(self, caption: str, renderer: str, **kw):
+        super().__init__(**kw)
+        self.caption = caption
+        self.renderer = renderer
+
+    def compose(self) -> ComposeResult:
+        yield image_class(self.renderer)(None, classes="tile-image")
+        yield Static(self.caption, classes="tile-caption")
+
+    def set_image(self, pil) -> None:
+        self.query_one(".tile-image").image = pil
+
+    def set_caption(self, text: str) -> None:
+        self.query_one(".tile-caption", Static).update(text)
+
+
+class StepStrip(Static):
+    """Where you are among all steps: filled steps, the current one highlighted."""
+
+    total = reactive(15)
+    filled = reactive(0)
+    current = reactive(0)
+
+    def render(self) -> Text:
+        t = Text("step ")
+        for s in range(self.total):
+            style = "reverse bold" if s == self.current else ("green" if s < self.filled else "dim")
+            t.append(f"{s:>2}", style=style)
+            t.append(" ")
+        t.append(f"  {self.current}/{max(self.total - 1, 0)}", style="bold")
+        return t
+
+
+class PromptTable(DataTable):
+    """index, prompt, seed, cached; filtered by the search box."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        self.add_column("idx", key="idx", width=5)
+        self.add_column("prompt", key="prompt")
+        self.add_column("seed", key="seed", width=10)
+        self.add_column("✓", key="cached", width=2)
+
+    def fill(self, prompts, cached: set[int], query: str = "") -> None:
+        q = query.lower().strip()
+        self.clear()
+        for p in prompts:
+            if q and q not in p.prompt.lower() and q != str(p.index):
+                continue
+            self.add_row(str(p.index), p.prompt, str(p.seed), "✓" if p.index in cached else "", key=str(p.index))
+
+
+class Sparks(Static):
+    """One line per property: metric vs step as a sparkline, probe and off-the-shelf."""
+
+    BARS = "▁▂▃▄▅▆▇█"
+
+    def show(self, metrics: dict, current: int) -> None:
+        t = Text()
+        for prop, d in metrics.items():
+            for src, v in d.items():
+                t.append(f"{prop[:5]:5s} {'P' if src == 'probe' else 'O'} ")
+                for s, x in enumerate(np.nan_to_num(np.asarray(v, float))):
+                    ch = self.BARS[int(np.clip(x, 0, 1) * (len(self.BARS) - 1))]
+                    t.append(ch, style="reverse" if s == current else "")
+                t.append("\n")
+        self.update(t)
+
+
+class SearchBox(Input):
+    pass
