@@ -6,12 +6,15 @@ studies' estimators, from the user's Hugging Face cache (see issue on the experi
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelNotFoundError, UserError
 
 BUNDLES = ("toyworld",)
+# the shipped bundle; LDM_EXPLORE_TOYWORLD_DIR points the project at another export (e.g. a fresh training run)
+TOYWORLD_DIR = Path(os.environ.get("LDM_EXPLORE_TOYWORLD_DIR") or Path(__file__).resolve().parent / "bundles" / "toyworld")
 
 
 @dataclass
@@ -26,9 +29,7 @@ class Bundle:
 
 
 def toyworld_dir() -> Path:
-    from .toyworld import BUNDLE_DIR
-
-    return BUNDLE_DIR
+    return TOYWORLD_DIR
 
 
 def resolve_model(model: str) -> str:

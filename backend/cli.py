@@ -83,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
+    p = sub.add_parser("export", help="export one run's grid PNG, curves PNG and table CSV (as the explorer's 'e')")
+    p.add_argument("--bundle", default="toyworld")
+    p.add_argument("--prompts", default=None, metavar="FILE", help="prompt file (default: the bundle's)")
+    p.add_argument("--prompt-index", type=int, required=True, metavar="N", help="the prompt's index in the file")
+    p.add_argument("--layer", default=None, help="probe layer (default: best on validation for depth)")
+    p.add_argument("--view", default="xt", choices=["xt", "x0"])
+    p.add_argument("--out", default="ldm-explore-export", metavar="DIR")
+    p.add_argument("--cache", default=None, metavar="DIR")
+    p.add_argument("--device", default="cpu")
+
     tw = sub.add_parser("toyworld", help="train and evaluate the embedded toyworld bundle")
     tws = tw.add_subparsers(dest="tw_command", metavar="ACTION", required=True)
     p = tws.add_parser("train", help="train the bundle's models (resumable; checkpoints in --workdir)")
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             return _explore(args)
         return {"prompts": cmd_prompts, "layers": cmd_layers, "generate": cmd_generate,
-                "toyworld": cmd_toyworld, "experiment": cmd_experiment}[args.command](args)
+                "toyworld": cmd_toyworld, "experiment": cmd_experiment, "export": cmd_export}[args.command](args)
     except UserError as e:
         print(f"ldm-explore: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -278,6 +288,30 @@ def cmd_experiment(args) -> int:
         print(json.dumps({k: v for k, v in summary.items() if k != "meta"}))
     else:
         print((out / "summary.md").read_text())
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .analysis import export
+    from .session import ExplorerSession
+
+    s = ExplorerSession(bundle=args.bundle, prompts=args.prompts, cache=args.cache, device=args.device)
+    ps = s.read_prompts()
+    try:
+        prompt = ps.by_index(args.prompt_index)
+    except KeyError:
+        raise UserError(f"{ps.path}: no prompt with index {args.prompt_index}") from None
+    s.load()
+    a = s.open(prompt) or s.run(prompt)
+    layer = args.layer
+    if layer is None and a.layers:
+        import numpy as np
+
+        layer = max(a.layers, key=lambda x: float(np.mean(a.probes.val_r2[x][:, 1])))
+    elif layer is not None and layer not in a.layers:
+        raise UserError(f"--layer {layer}: no fitted probe for it (fitted: {', '.join(a.layers) or 'none'})")
+    for f in export(a, Path(args.out), layer, args.view):
+        print(f)
     return 0
 
 

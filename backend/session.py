@@ -10,8 +10,9 @@ from typing import Callable
 import numpy as np
 
 from .errors import UserError
-from .generation import GenerationSettings, decode_latents, generate
 from .prompts import Prompt, PromptSet
+
+# torch, diffusers and the models are imported in load(), in a worker, so the first frame comes first
 
 
 class RunCancelled(Exception):
@@ -27,7 +28,7 @@ class ExplorerSession:
         self.probes = None
         self.store = None
         self.prompts: PromptSet | None = None
-        self.settings: GenerationSettings | None = None
+        self.settings = None  # GenerationSettings, once loaded
         self.warnings: list[str] = []
         self._lock = threading.Lock()
 
@@ -43,7 +44,7 @@ class ExplorerSession:
         from ldm_explore.cache.store import RunStore
 
         from .bundles import load_bundle
-        from .generation import load_pipeline
+        from .generation import GenerationSettings, load_pipeline
         from .probes import Probes
         from .recorder import SELF_ATTENTION_PATTERN, match_layers
 
@@ -86,6 +87,7 @@ class ExplorerSession:
             cancelled: Callable[[], bool] = lambda: False):
         """Generate ``p`` (live: ``on_step(step, total, decoded x_t uint8)``), store it, analyse it."""
         from .analysis import analyse
+        from .generation import decode_latents, generate
 
         total = self.steps + (1 if "PNDM" in type(self.bundle.pipe.scheduler).__name__ else 0)
 

@@ -22,10 +22,7 @@ import torch.nn.functional as F
 
 from .scenes import CLASSES, vocabulary
 
-import os
-
-# the shipped bundle; LDM_EXPLORE_TOYWORLD_DIR points the project at another export (e.g. a fresh training run)
-BUNDLE_DIR = Path(os.environ.get("LDM_EXPLORE_TOYWORLD_DIR") or Path(__file__).resolve().parent / "bundles" / "toyworld")
+from .bundles import TOYWORLD_DIR as BUNDLE_DIR  # noqa: E402
 MAX_TOKENS = 32
 IMAGE_SIZE = 64
 

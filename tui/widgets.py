@@ -10,12 +10,39 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Input, Static
 
 
+_IMAGE_CLASSES: dict = {}
+
+
 def image_class(renderer: str):
-    """The textual-image widget for ``renderer``: auto (Kitty/Sixel where the terminal speaks it), halfcell, ..."""
+    """The textual-image widget for ``renderer`` (auto: Kitty/Sixel where the terminal speaks it, halfcell
+    blocks elsewhere), changed in one way: swapping in an image of the same size repaints without a relayout,
+    which is what stepping through a run does on every key press."""
+    if renderer in _IMAGE_CLASSES:
+        return _IMAGE_CLASSES[renderer]
     import textual_image.widget as tiw
 
-    return {"auto": tiw.Image, "halfcell": tiw.HalfcellImage, "sixel": tiw.SixelImage, "tgp": tiw.TGPImage,
+    base = {"auto": tiw.Image, "halfcell": tiw.HalfcellImage, "sixel": tiw.SixelImage, "tgp": tiw.TGPImage,
             "unicode": tiw.UnicodeImage}[renderer]
+
+    class StepImage(base, Renderable=base._Renderable):
+        @property
+        def image(self):
+            return self._image
+
+        @image.setter
+        def image(self, value):
+            old = self._image
+            if value is not None and old is not None and getattr(value, "size", None) == getattr(old, "size", 0):
+                if self._renderable:
+                    self._renderable.cleanup()
+                    self._renderable = None
+                self._image = value
+                self.refresh()
+            else:
+                base.image.fset(self, value)
+
+    _IMAGE_CLASSES[renderer] = StepImage
+    return StepImage
 
 
 class Tile(Vertical):

@@ -1,0 +1,96 @@
+"""The experiment engine end to end on the shipped toyworld bundle (a few prompts per split)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import cli
+from ldm_explore.backend.bundles import load_bundle
+from ldm_explore.backend.experiment import emergence_step, recognition_step, shuffled_unet
+from ldm_explore.backend.labels import targets
+from ldm_explore.backend.probes import Probes, upsample
+from ldm_explore.backend.prompts import PromptSet
+from ldm_explore.cache.store import RunStore
+
+
+def test_emergence_and_recognition_steps():
+    assert emergence_step(np.array([0.1, 0.5, 0.95, 0.85, 0.92, 1.0])) == 4  # dips below 0.9 at step 3
+    assert emergence_step(np.array([0.95, 0.99, 1.0])) == 0
+    assert emergence_step(np.array([0.5, 0.0])) is None  # no positive final value
+    assert recognition_step(np.array([3, 5, 5, 2, 5, 5])) == 4
+    assert recognition_step(np.array([1, 1, 1])) == 0
+
+
+def test_shuffled_unet_keeps_each_tensor_multiset():
+    import torch
+
+    lin = torch.nn.Linear(4, 3)
+    s = shuffled_unet(lin)
+    for a, b in zip(lin.parameters(), s.parameters()):
+        assert torch.equal(a.flatten().sort().values, b.flatten().sort().values)
+        assert not torch.equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("exp")
+    r = cli("experiment", "run", "--bundle", "toyworld", "--per-split", "3", "--batch-size", "3", "--out",
+            d / "report", "--cache", d / "store", "--json", timeout=900)
+    assert r.returncode == 0, r.stderr
+    return d, json.loads(r.stdout)
+
+
+def test_report_folder(report):
+    d, summary = report
+    out = d / "report"
+    for f in ("summary.md", "summary.json", "metrics.csv", "metrics.json", "probes-real.safetensors",
+              "probes-shuffled.safetensors", "probes-latent.safetensors"):
+        assert (out / f).exists(), f
+    for prop in ("mask", "depth", "shading"):
+        from PIL import Image
+
+        assert Image.open(out / f"curves-{prop}.png").size[0] > 300
+        assert Image.open(out / f"heatmap-{prop}.png").size[0] > 300
+        p = summary["properties"][prop]
+        assert set(p["curves"]) == {"probe", "off-the-shelf", "shuffled-unet probe", "latent probe"}
+        assert all(len(v) == 15 for v in p["curves"].values())
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert {r["source"] for r in rows} == {"probe", "off-the-shelf", "shuffled-unet probe", "latent probe"}
+    assert {r["metric"] for r in rows} == {"dice", "spearman", "pearson"}
+    assert all(r["n"] == "3" for r in rows)  # 3 test images
+    probes = Probes.load(out / "probes-real.safetensors")
+    assert probes.meta["train_images"] == 3 and probes.meta["val_images"] == 3
+
+
+def test_scores_match_an_independent_recomputation(report):
+    """Re-score one test image from the stored run with scipy, and compare with metrics.csv's row."""
+    d, _ = report
+    out = d / "report"
+    b = load_bundle("toyworld")
+    probes = Probes.load(out / "probes-real.safetensors")
+    test = [p for p in PromptSet.read(b.prompts) if p.split == "test"][:3]
+    store = RunStore(d / "store")
+    layer = probes.layers[0]
+    per_image = []
+    for p in test:
+        key = [k for k in store.entries() if k.prompt_index == p.index][0]
+        e = store.get(key)
+        y = targets(b.estimators, e.final)
+        pred = upsample(probes.predict(layer, e.activations()[layer]), 64, 64)[7, 1]  # step 7, depth
+        per_image.append(stats.spearmanr(pred.ravel(), y[1].ravel())[0])
+    row = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["source"] == "probe" and r["layer"] == layer
+           and r["property"] == "depth" and r["metric"] == "spearman" and r["step"] == "7"][0]
+    assert float(row["mean"]) == pytest.approx(np.mean(per_image), abs=1e-5)
+    assert float(row["std"]) == pytest.approx(np.std(per_image), abs=1e-5)
+
+
+def test_rerun_resumes_without_recomputing(report):
+    d, summary = report
+    r = cli("experiment", "run", "--bundle", "toyworld", "--per-split", "3", "--batch-size", "3", "--out",
+            d / "report", "--cache", d / "store", "--json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout)
+    assert again["properties"] == summary["properties"]
