@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import ModelNotFoundError, UserError
 
-BUNDLES = ("toyworld",)
+BUNDLES = ("toyworld", "sd14")
 # the shipped bundle; LDM_EXPLORE_TOYWORLD_DIR points the project at another export (e.g. a fresh training run)
 TOYWORLD_DIR = Path(os.environ.get("LDM_EXPLORE_TOYWORLD_DIR") or Path(__file__).resolve().parent / "bundles" / "toyworld")
 
@@ -48,8 +48,10 @@ def load_bundle(name: str = "toyworld", device: str | None = "cpu", dtype: str |
     from .generation import load_pipeline
     from .recorder import SELF_ATTENTION_PATTERN, match_layers
 
+    if name == "sd14":
+        return load_sd14(device=device, dtype=dtype)
     if name != "toyworld":
-        raise UserError(f"bundle '{name}': not available yet (bundles: {', '.join(BUNDLES)})")
+        raise UserError(f"bundle '{name}': unknown (bundles: {', '.join(BUNDLES)})")
     from . import toyworld as tw
 
     folder = Path(bundle_dir or tw.BUNDLE_DIR)
@@ -61,3 +63,21 @@ def load_bundle(name: str = "toyworld", device: str | None = "cpu", dtype: str |
     dev = str(pipe.unet.device)
     return Bundle("toyworld", pipe, tw.load_estimators(folder, dev), tw.load_classifier(folder, dev),
                   folder / "prompts.csv", tuple(match_layers(pipe.unet, [SELF_ATTENTION_PATTERN])), folder)
+
+
+def load_sd14(device: str | None = None, dtype: str | None = None, hybrid: bool = False) -> Bundle:
+    """SD v1.4 with the studies' estimators; a missing model is a one-line error naming its fetch command."""
+    from .generation import load_pipeline, pick_device
+    from .recorder import SELF_ATTENTION_PATTERN, match_layers
+    from .sd14 import SD14, SD14Estimators, VGG16Classifier, inventory
+
+    missing = [m for m in inventory(hybrid) if not m.found]
+    if missing:
+        m = missing[0]
+        more = f" (and {len(missing) - 1} more: `ldm-explore models --bundle sd14`)" if len(missing) > 1 else ""
+        raise ModelNotFoundError(f"sd14 bundle: {m.name} is missing; fetch it with `{m.fetch}`{more}")
+    dev = str(pick_device(device))
+    pipe = load_pipeline(SD14, device=dev, dtype=dtype)
+    prompts = Path(__file__).resolve().parent / "bundles" / "sd14-prompts.txt"
+    return Bundle("sd14", pipe, SD14Estimators(dev, hybrid), VGG16Classifier(device=dev), prompts,
+                  tuple(match_layers(pipe.unet, [SELF_ATTENTION_PATTERN])), prompts.parent)

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
+    p = sub.add_parser("models", help="every model of a bundle: found or missing, and the command that fetches it")
+    p.add_argument("--bundle", default="sd14", choices=["sd14", "toyworld"])
+    p.add_argument("--hybrid", action="store_true", help="sd14: MiDaS DPT-Hybrid instead of DPT-Large")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("export", help="export one run's grid PNG, curves PNG and table CSV (as the explorer's 'e')")
     p.add_argument("--bundle", default="toyworld")
     p.add_argument("--prompts", default=None, metavar="FILE", help="prompt file (default: the bundle's)")
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             return _explore(args)
         return {"prompts": cmd_prompts, "layers": cmd_layers, "generate": cmd_generate,
-                "toyworld": cmd_toyworld, "experiment": cmd_experiment, "export": cmd_export}[args.command](args)
+                "toyworld": cmd_toyworld, "experiment": cmd_experiment, "export": cmd_export, "models": cmd_models}[args.command](args)
     except UserError as e:
         print(f"ldm-explore: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -254,8 +259,8 @@ def cmd_experiment(args) -> int:
     from .report import write_report
 
     con = Console(stderr=True)
-    store = RunStore(args.cache, on_corrupt=lambda m: con.print(f"[yellow]warning:[/] {m}"))
     b = load_bundle(args.bundle, device=args.device)
+    store = RunStore(args.cache, on_corrupt=lambda m: con.print(f"[yellow]warning:[/] {m}"))
     ps = PromptSet.read(args.prompts or b.prompts)
     if args.per_split:
         keep = []
@@ -288,6 +293,41 @@ def cmd_experiment(args) -> int:
         print(json.dumps({k: v for k, v in summary.items() if k != "meta"}))
     else:
         print((out / "summary.md").read_text())
+    return 0
+
+
+def cmd_models(args) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    if args.bundle == "sd14":
+        from .sd14 import inventory
+
+        rows = [m.__dict__ for m in inventory(args.hybrid)]
+    else:
+        from .bundles import toyworld_dir
+
+        d = toyworld_dir()
+        rows = [{"role": role, "name": name, "found": (d / f).exists(), "where": str(d / f),
+                 "fetch": "shipped with ldm-explore (retrain: ldm-explore toyworld train)", "note": ""}
+                for role, name, f in [("pipeline", "toyworld tiny SD", "pipeline/model_index.json"),
+                                      ("mask, depth, shading", "toyworld estimators", "estimators.safetensors"),
+                                      ("classifier", "toyworld classifier", "classifier.safetensors"),
+                                      ("probes", "fitted probes", "probes.safetensors")]]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    from rich.markup import escape
+
+    t = Table(title=f"models of the {args.bundle} bundle")
+    for c in ("role", "model", "status", "fetch with"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(escape(r["role"]), escape(r["name"] + (f" ({r['note']})" if r.get("note") else "")),
+                  "[green]found[/]" if r["found"] else "[red]missing[/]", "" if r["found"] else escape(r["fetch"]))
+    Console().print(t)
     return 0
 
 

@@ -45,7 +45,7 @@ def default_root() -> Path:
         return Path(env).expanduser()
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("ldm-explore"))
+    return Path(user_cache_dir("ldm-explore")) / "store"  # beside toyworld-train/, the training workdir
 
 
 def model_slug(model_id: str) -> str:

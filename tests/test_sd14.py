@@ -1,0 +1,70 @@
+"""The sd14 bundle: inventory and one-line errors offline, loaders on small random-init models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import cli
+from ldm_explore.backend.errors import ModelNotFoundError
+from ldm_explore.backend.sd14 import DPTDepth, VGG16Classifier, inventory
+
+
+def test_inventory_offline_names_every_model_and_its_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    inv = {m.role: m for m in inventory()}
+    assert set(inv) == {"pipeline", "depth", "mask", "shading", "classifier"}
+    assert not any(m.found for m in inv.values())
+    assert inv["pipeline"].fetch == "hf download CompVis/stable-diffusion-v1-4"
+    assert inv["depth"].fetch == "hf download Intel/dpt-large"
+    assert "vgg16(weights='IMAGENET1K_V1')" in inv["classifier"].fetch
+    assert "compphoto/Intrinsic" in inv["shading"].fetch
+    assert inventory(hybrid=True)[1].fetch == "hf download Intel/dpt-hybrid-midas"
+
+
+def test_models_and_missing_bundle_through_the_cli(tmp_path):
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "TORCH_HOME": str(tmp_path / "torch")}
+    r = cli("models", "--bundle", "sd14", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [x["role"] for x in rows] == ["pipeline", "depth", "mask", "shading", "classifier"]
+    r = cli("models", "--bundle", "sd14", env=env)
+    assert "ldm-explore[sd]" in r.stdout  # not eaten as markup
+    r = cli("experiment", "run", "--bundle", "sd14", "--out", tmp_path / "r", env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("ldm-explore: error: sd14 bundle: Stable Diffusion v1.4 "
+                                "(CompVis/stable-diffusion-v1-4) is missing; fetch it with `hf download "
+                                "CompVis/stable-diffusion-v1-4` (and 4 more: `ldm-explore models --bundle sd14`)")
+
+
+def test_dpt_loader_on_a_small_random_model(tmp_path):
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    cfg = DPTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                    intermediate_size=37, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 16, 32],
+                    fusion_hidden_size=16, head_hidden_size=8)
+    torch.manual_seed(0)
+    DPTForDepthEstimation(cfg).save_pretrained(tmp_path / "dpt")
+    DPTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "dpt")
+    d = DPTDepth(str(tmp_path / "dpt"))
+    imgs = (np.random.default_rng(0).random((2, 48, 40, 3)) * 255).astype(np.uint8)
+    out = d.depth(imgs)
+    assert out.shape == (2, 48, 40) and np.isfinite(out).all() and out.std() > 0
+    with pytest.raises(ModelNotFoundError, match="hf download nobody/missing-dpt"):
+        DPTDepth("nobody/missing-dpt")
+
+
+def test_vgg16_loader_and_categories():
+    import torchvision
+
+    torch.manual_seed(0)
+    sd = torchvision.models.vgg16(weights=None).state_dict()
+    c = VGG16Classifier(state_dict=sd)
+    assert len(c.classes) == 1000 and c.classes[0] == "tench"
+    img = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    p = c(img)
+    assert p.shape == (1, 1000) and np.allclose(p.sum(), 1, atol=1e-4)
+    top = c.top_k(img, 5)[0]
+    assert len(top) == 5 and top[0][1] >= top[4][1]
