@@ -24,6 +24,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/recording_overhead.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/recording_overhead.py --model toyworld
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/tui_latency.py
+	HF_HUB_OFFLINE=1 $(BIN)/ldm-explore toyworld evaluate --json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

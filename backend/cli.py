@@ -258,8 +258,12 @@ def cmd_experiment(args) -> int:
     from .prompts import PromptSet
     from .report import write_report
 
+    from .distributed import Dist
+
     con = Console(stderr=True)
-    b = load_bundle(args.bundle, device=args.device)
+    dist = Dist()
+    device = str(dist.state.device) if dist.state is not None and args.device == "auto" else args.device
+    b = load_bundle(args.bundle, device=device)
     store = RunStore(args.cache, on_corrupt=lambda m: con.print(f"[yellow]warning:[/] {m}"))
     ps = PromptSet.read(args.prompts or b.prompts)
     if args.per_split:
@@ -271,8 +275,9 @@ def cmd_experiment(args) -> int:
     out = Path(args.out or f"report-{args.bundle}")
     cfg = Config(steps=args.steps, guidance=args.guidance, view=args.view, batch=args.batch_size,
                  baselines=not args.no_baselines)
+    main_process = dist.main
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*cols, console=con) as prog:
+    with Progress(*cols, console=con, disable=not main_process) as prog:
         tasks = {}
 
         def progress(stage, done, total):
@@ -283,6 +288,9 @@ def cmd_experiment(args) -> int:
         ex = Experiment(b, ps, out, store, layers, cfg, progress)
         probes = ex.fit()
         rows = ex.evaluate(probes)
+    if not ex.dist.main:  # the main process writes the report from every process's rows
+        return 0
+    rows.sort(key=lambda r: r["index"])
     names = {i.path: i.short for i in self_attention_layers(b.pipe.unet)}
     names["vae-latent"] = "VAE latent x_t"
     summary = write_report(out, rows, probes, names, {

@@ -92,8 +92,12 @@ class Experiment:
         self.ckpt.mkdir(exist_ok=True)
         self.settings = GenerationSettings(steps=cfg.steps, guidance=cfg.guidance,
                                            layers=self.layers if cfg.keep_activations else ())
-        self.splits = {s: [p for p in prompts if p.split == s] for s in ("train", "val", "test")}
-        if not self.splits["train"] or not self.splits["test"]:
+        from .distributed import Dist
+
+        self.dist = Dist()
+        self.all_splits = {s: [p for p in prompts if p.split == s] for s in ("train", "val", "test")}
+        self.splits = {s: self.dist.share(v) for s, v in self.all_splits.items()}  # this process's share
+        if not self.all_splits["train"] or not self.all_splits["test"]:
             from .errors import UserError
 
             raise UserError(f"{prompts.path}: an experiment needs 'train' and 'test' prompts in a split column "
@@ -152,8 +156,9 @@ class Experiment:
     # --- phases ----------------------------------------------------------------------------------
     def _stats(self, split: str) -> dict[str, ProbeStats]:
         """Statistics of one split for the real probes and the baselines; resumes from its checkpoint."""
-        f = {k: self.ckpt / f"stats-{split}-{k}.safetensors" for k in ("real", "shuffled", "latent")}
-        done_f = self.ckpt / f"stats-{split}-done.json"
+        r = f"-rank{self.dist.rank}of{self.dist.world}" if self.dist.world > 1 else ""
+        f = {k: self.ckpt / f"stats-{split}-{k}{r}.safetensors" for k in ("real", "shuffled", "latent")}
+        done_f = self.ckpt / f"stats-{split}-done{r}.json"
         done = set(json.loads(done_f.read_text())) if done_f.exists() else set()
         st = {k: ProbeStats.load(f[k]) if f[k].exists() and done else ProbeStats(PROPERTIES) for k in f}
         todo = [p for p in self.splits[split] if p.index not in done]
@@ -169,6 +174,8 @@ class Experiment:
                 self._save_stats(st, f, done, done_f)
                 last = time.time()
         self._save_stats(st, f, done, done_f)
+        for k in st:  # sum over processes: every process now holds the statistics of all runs
+            self.dist.all_reduce_stats(st[k])
         return st
 
     @staticmethod
@@ -181,20 +188,22 @@ class Experiment:
         tmp.replace(done_f)
 
     def fit(self) -> dict[str, Probes]:
-        tr, va = self._stats("train"), self._stats("val") if self.splits["val"] else None
+        tr, va = self._stats("train"), self._stats("val") if self.all_splits["val"] else None
         probes = {}
         for k in ("real", "shuffled", "latent"):
             if tr[k].images:
                 probes[k] = fit(tr[k], va[k] if va is not None else None)
                 probes[k].meta.update(bundle=self.b.name, property_order=list(PROPERTIES), kind=k,
                                       steps=self.cfg.steps, guidance=self.cfg.guidance)
-        for k, p in probes.items():
-            p.save(self.out / f"probes-{k}.safetensors")
+        if self.dist.main:
+            for k, p in probes.items():
+                p.save(self.out / f"probes-{k}.safetensors")
         return probes
 
     def evaluate(self, probes: dict[str, Probes]) -> list[dict]:
         """Per test image and step: metrics of every probe layer, off-the-shelf, and baselines."""
-        rows_f = self.ckpt / "test-rows.jsonl"
+        r = f"-rank{self.dist.rank}of{self.dist.world}" if self.dist.world > 1 else ""
+        rows_f = self.ckpt / f"test-rows{r}.jsonl"
         done = set()
         if rows_f.exists():
             for line in rows_f.read_text().splitlines():
@@ -229,4 +238,5 @@ class Experiment:
                 rec["final_top1"] = int(fin.argmax())
                 fh.write(json.dumps(rec) + "\n")
                 fh.flush()
-        return [json.loads(line) for line in rows_f.read_text().splitlines() if line.strip()]
+        mine = [json.loads(line) for line in rows_f.read_text().splitlines() if line.strip()] if rows_f.exists() else []
+        return self.dist.gather_rows(mine)

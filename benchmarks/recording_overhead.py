@@ -41,7 +41,9 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory()
         build_tiny_pipeline(tmp.name, sample_size=a.sample_size, channels=(32, 64, 64))
         a.model = tmp.name
-    pipe = load_pipeline(a.model, device=a.device)
+    from ldm_explore.backend.bundles import resolve_model
+
+    pipe = load_pipeline(resolve_model(a.model), device=a.device)
     layers = tuple(match_layers(pipe.unet, [SELF_ATTENTION_PATTERN]))
     prompt = [Prompt(0, "a red cube left of a blue sphere, lit from the left", 1234)]
     plain = GenerationSettings(steps=a.steps)
