@@ -59,10 +59,13 @@ def load_bundle(name: str = "toyworld", device: str | None = "cpu", dtype: str |
         if not (folder / f).exists():
             raise ModelNotFoundError(f"toyworld bundle: {folder / f} is missing "
                                      "(train it with `ldm-explore toyworld train`)")
+    from .layers import self_attention_layers
+
     pipe = load_pipeline(folder / "pipeline", device=device, dtype=dtype)
     dev = str(pipe.unet.device)
+    layers = tuple(i.path for i in self_attention_layers(pipe.unet))  # forward order: encoder, bottleneck, decoder
     return Bundle("toyworld", pipe, tw.load_estimators(folder, dev), tw.load_classifier(folder, dev),
-                  folder / "prompts.csv", tuple(match_layers(pipe.unet, [SELF_ATTENTION_PATTERN])), folder)
+                  folder / "prompts.csv", layers, folder)
 
 
 def load_sd14(device: str | None = None, dtype: str | None = None, hybrid: bool = False) -> Bundle:

@@ -229,6 +229,24 @@ def cmd_generate(args) -> int:
                                   scheduler=args.scheduler, half=args.half, act_dtype=args.act_dtype,
                                   layers=resolve_layers(pipe.unet, args.layers))
     con = Console(stderr=True)
+    import signal
+
+    # Ctrl-C stops at the next denoising step, never inside a store write (an interrupt raised inside a
+    # C extension can be swallowed; a flag checked between steps cannot)
+    stop = {"asked": False}
+
+    def on_sigint(sig, frame):
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+    def step(i, n):
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        prog.update(steps, completed=n, total=max(n, args.steps))
+
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TimeRemainingColumn()]
     with Progress(*cols, console=con, transient=False) as prog:
@@ -237,8 +255,10 @@ def cmd_generate(args) -> int:
         stats = generate_into_store(
             pipe, prompts, settings, store, batch_size=args.batch_size,
             on_run=lambda n: prog.update(runs, advance=n),
-            on_step=lambda i, n: prog.update(steps, completed=n, total=max(n, args.steps)),
+            on_step=step,
         )
+    if stop["asked"]:
+        raise KeyboardInterrupt
     con.print(f"{len(prompts)} runs: {stats['generated']} generated, {stats['cached']} already stored "
               f"in {store.root}")
     return 0
