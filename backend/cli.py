@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=16000, help="training scenes to render (default 16000)")
     p.add_argument("--workdir", default=None, help="checkpoints and data (default: <user cache>/toyworld-train)")
     p.add_argument("--out", default=None, help="bundle folder to export to (default: the shipped bundle)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cuda:1, mps, cpu")
     p = tws.add_parser("evaluate", help="the bundle's figures on held-out renders and test prompts")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--n-renders", type=int, default=500)
@@ -245,7 +246,7 @@ def cmd_generate(args) -> int:
     def step(i, n):
         if stop["asked"]:
             raise KeyboardInterrupt
-        prog.update(steps, completed=n, total=max(n, args.steps))
+        prog.update(steps, completed=i + 1, total=n)
 
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TimeRemainingColumn()]
@@ -392,8 +393,10 @@ def cmd_toyworld(args) -> int:
         stages = args.stage or list(T.STAGES)
         steps = {s: args.steps for s in stages} if args.steps else None
         out = Path(args.out) if args.out else None
+        from .generation import pick_device
+
         T.run(Path(args.workdir) if args.workdir else None, stages, steps, args.minutes, args.n_train,
-              out=out or T.tw.BUNDLE_DIR)
+              out=out or T.tw.BUNDLE_DIR, device=str(pick_device(args.device)))
         return 0
     if args.tw_command == "prompts":
         print(T.write_prompt_file(Path(args.out), args.n))

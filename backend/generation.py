@@ -179,8 +179,9 @@ def generate(pipe, prompts: Sequence[Prompt], settings: GenerationSettings = Gen
              record: bool = True, decode: bool = True, on_step=None, on_latents=None) -> list[RunResult]:
     """Run ``prompts`` as one batch (each with its own seed) through the stock pipeline, recording.
 
-    ``on_step(step, num_steps)`` is called after each denoising step (progress bars); ``on_latents(step,
-    x_t, x0)`` too, with that step's latents, for live previews. Either may raise to abort the run.
+    ``on_step(step, num_steps)`` is called after each denoising step (progress bars; ``num_steps`` is the
+    scheduler's real count, e.g. N+1 for PNDM); ``on_latents(step, x_t, x0)`` too, with that step's
+    latents, for live previews. Either may raise to abort the run.
     """
     device = pipe.unet.device
     gens = [torch.Generator(device="cpu").manual_seed(p.seed) for p in prompts]
@@ -192,7 +193,7 @@ def generate(pipe, prompts: Sequence[Prompt], settings: GenerationSettings = Gen
     def callback(p, i, t, kw):
         out = rec.step_callback(p, i, t, kw)
         if on_step is not None:
-            on_step(i, len(rec.latents))
+            on_step(i, getattr(p, "num_timesteps", None) or len(p.scheduler.timesteps))
         if on_latents is not None:
             on_latents(i, rec.latents[-1], rec.x0[-1] if rec.x0 else None)
         return out

@@ -89,16 +89,19 @@ class ExplorerSession:
         from .analysis import analyse
         from .generation import decode_latents, generate
 
-        total = self.steps + (1 if "PNDM" in type(self.bundle.pipe.scheduler).__name__ else 0)
+        total = {"n": self.steps}
+
+        def count(i, n):  # the scheduler's own step count (PNDM makes N+1 for N)
+            total["n"] = n
 
         def live(i, xt, x0):
             if cancelled():
                 raise RunCancelled()
             if on_step is not None:
-                on_step(i, total, decode_latents(self.bundle.pipe, xt)[0])
+                on_step(i, total["n"], decode_latents(self.bundle.pipe, xt)[0])
 
         with self._lock:  # one pipeline, one run at a time
-            r = generate(self.bundle.pipe, [p], self.settings, on_latents=live)[0]
+            r = generate(self.bundle.pipe, [p], self.settings, on_step=count, on_latents=live)[0]
             if cancelled():
                 raise RunCancelled()
             self.store.put(self.key(p), r, self.settings.to_dict(),

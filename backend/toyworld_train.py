@@ -25,7 +25,7 @@ TRAIN_SEED0 = 0  # training scenes: seeds 0 .. n-1
 PROMPT_SEED0 = 10_000_000  # the shipped prompt file's scenes
 EVAL_SEED0 = 20_000_000  # held-out evaluation renders
 STAGES = ("data", "vae", "estimators", "classifier", "unet", "export")
-DEFAULT_STEPS = {"vae": 700, "estimators": 600, "classifier": 600, "unet": 20000}
+DEFAULT_STEPS = {"vae": 700, "estimators": 600, "classifier": 1200, "unet": 20000}
 
 
 def default_workdir() -> Path:
@@ -164,11 +164,12 @@ def make_vae():
     return AutoencoderKL(**tw.VAE_CONFIG)
 
 
-def train_vae(workdir: Path, data, steps: int, minutes=None, batch: int = 16, crop_share: float = 0.6):
+def train_vae(workdir: Path, data, steps: int, minutes=None, batch: int = 16, crop_share: float = 0.6,
+              device: str = "cpu"):
     """32x32 crops (batch x4) for the first ``crop_share`` of steps, then full 64x64 images; object pixels
     weighted 4x so colours survive (the feasibility run lost them)."""
     torch.manual_seed(1)
-    vae = make_vae()
+    vae = make_vae().to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     st = Stage(workdir, "vae", {"vae": vae}, opt)
     rgb, mask = data["rgb"], data["mask"]
@@ -180,8 +181,8 @@ def train_vae(workdir: Path, data, steps: int, minutes=None, batch: int = 16, cr
             g["lr"] = _lr(step, 1e-3, total=steps)
         crop = step < crop_share * steps
         idx = rng.integers(0, n, batch * 4 if crop else batch)
-        x = torch.from_numpy(rgb[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        w = 1 + 4 * torch.from_numpy(mask[idx]).float()[:, None]
+        x = torch.from_numpy(rgb[idx]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        w = 1 + 4 * torch.from_numpy(mask[idx]).to(device).float()[:, None]
         if crop:
             i, j = rng.integers(0, 33, 2)
             x, w = x[..., i:i + 32, j:j + 32], w[..., i:i + 32, j:j + 32]
@@ -201,30 +202,40 @@ def train_vae(workdir: Path, data, steps: int, minutes=None, batch: int = 16, cr
     return _loop(st, steps, minutes, body), vae
 
 
-def train_estimators(workdir: Path, data, steps: int, minutes=None, batch: int = 32):
+def _net_stage(workdir: Path, name: str, net, seed: int, device: str = "cpu"):
+    """What the estimators' and classifier's stages share: seeded init, AdamW, a resumable Stage, a data rng."""
+    net.to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    st = Stage(workdir, name, {"net": net}, opt)
+    net.train()
+    return opt, st, np.random.default_rng(st.step + seed)
+
+
+def _images(data, idx, device: str = "cpu") -> torch.Tensor:
+    return torch.from_numpy(data["rgb"][idx]).to(device).permute(0, 3, 1, 2).float() / 255
+
+
+def _set_lr(opt, step, steps):
+    for g in opt.param_groups:
+        g["lr"] = _lr(step, 2e-3, warmup=100, total=steps, floor=0.02)
+
+
+def train_estimators(workdir: Path, data, steps: int, minutes=None, batch: int = 32, device: str = "cpu"):
     torch.manual_seed(2)
     net = tw.DenseNet()
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    st = Stage(workdir, "estimators", {"net": net}, opt)
+    opt, st, rng = _net_stage(workdir, "estimators", net, 2, device)
     n = len(data["rgb"])
-    rng = np.random.default_rng(st.step + 2)
-    net.train()
 
     def body(step):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, 2e-3, warmup=100, total=steps, floor=0.02)
+        _set_lr(opt, step, steps)
         idx = rng.integers(0, n, batch)
-        x = torch.from_numpy(data["rgb"][idx]).permute(0, 3, 1, 2).float() / 255
-        if rng.random() < 0.5:  # left-right flips keep every label exact
-            flip = True
-            x = x.flip(-1)
-        else:
-            flip = False
+        x = _images(data, idx, device)
         m = torch.from_numpy(data["mask"][idx]).float()
         d = torch.from_numpy(data["depth"][idx].astype(np.float32))
         s = torch.from_numpy(data["shading"][idx].astype(np.float32))
-        if flip:
-            m, d, s = m.flip(-1), d.flip(-1), s.flip(-1)
+        m, d, s = m.to(device), d.to(device), s.to(device)
+        if rng.random() < 0.5:  # left-right flips keep every label exact
+            x, m, d, s = x.flip(-1), m.flip(-1), d.flip(-1), s.flip(-1)
         dn = d / d.amax(dim=(1, 2), keepdim=True)  # relative inverse depth in (0, 1]
         o = net(x)
         lm = F.binary_cross_entropy_with_logits(o[:, 0], m)
@@ -239,24 +250,20 @@ def train_estimators(workdir: Path, data, steps: int, minutes=None, batch: int =
     return _loop(st, steps, minutes, body), net
 
 
-def train_classifier(workdir: Path, data, steps: int, minutes=None, batch: int = 64):
+def train_classifier(workdir: Path, data, steps: int, minutes=None, batch: int = 64, device: str = "cpu"):
     torch.manual_seed(3)
     net = tw.ClassifierNet()
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    st = Stage(workdir, "classifier", {"net": net}, opt)
+    opt, st, rng = _net_stage(workdir, "classifier", net, 3, device)
     n = len(data["rgb"])
-    rng = np.random.default_rng(st.step + 3)
-    y_all = torch.from_numpy(data["cls"].astype(np.int64))
-    net.train()
+    y_all = torch.from_numpy(data["cls"].astype(np.int64)).to(device)
 
     def body(step):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, 2e-3, warmup=100, total=steps, floor=0.02)
+        _set_lr(opt, step, steps)
         idx = rng.integers(0, n, batch)
-        x = torch.from_numpy(data["rgb"][idx]).permute(0, 3, 1, 2).float() / 255
+        x = _images(data, idx, device)
         if rng.random() < 0.5:
             x = x.flip(-1)  # the class is colour x shape: a mirror keeps it
-        x = (x * torch.empty(batch, 1, 1, 1).uniform_(0.85, 1.15)).clamp(0, 1)  # exposure jitter
+        x = (x * torch.empty(batch, 1, 1, 1).uniform_(0.85, 1.15).to(x)).clamp(0, 1)  # exposure jitter
         logits = net(x)
         loss = F.cross_entropy(logits, y_all[idx], label_smoothing=0.05)
         opt.zero_grad(set_to_none=True)
@@ -326,10 +333,11 @@ class EMA:
         return self.shadow
 
     def load_state_dict(self, sd):
-        self.shadow = {k: v.clone() for k, v in sd.items()}
+        self.shadow = {k: v.to(self.shadow[k].device).clone() for k, v in sd.items()}
 
 
-def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, lr: float = 5e-4):
+def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, lr: float = 5e-4,
+               device: str = "cpu"):
     from diffusers import DDPMScheduler
 
     torch.manual_seed(4)
@@ -340,7 +348,8 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
     ids = tok(list(data["prompt"]), padding="max_length", max_length=tw.MAX_TOKENS, truncation=True,
               return_tensors="pt").input_ids
     empty = tok([""], padding="max_length", max_length=tw.MAX_TOKENS, return_tensors="pt").input_ids
-    unet, te = make_unet(), make_text_encoder(tok)
+    unet, te = make_unet().to(device), make_text_encoder(tok).to(device)
+    ids, empty = ids.to(device), empty.to(device)
     ema_u, ema_t = EMA(unet), EMA(te)
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
@@ -348,7 +357,7 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
                extra={"scale": scale})
     sched = DDPMScheduler(**{k: v for k, v in tw.SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
     ac = sched.alphas_cumprod
-    snr = ac / (1 - ac)
+    snr = (ac / (1 - ac)).to(device)
     n = len(lat)
     rng = np.random.default_rng(st.step + 4)
     lat_t = torch.from_numpy(lat)
@@ -359,11 +368,11 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
         for g in opt.param_groups:
             g["lr"] = _lr(step, lr, warmup=300)
         idx = torch.from_numpy(rng.integers(0, n, batch))
-        x0 = lat_t[idx].float() * scale
-        tid = ids[idx].clone()
-        drop = torch.from_numpy(rng.random(batch) < 0.1)
+        x0 = lat_t[idx].to(device).float() * scale
+        tid = ids[idx.to(device)].clone()
+        drop = torch.from_numpy(rng.random(batch) < 0.1).to(device)
         tid[drop] = empty[0]
-        t = torch.randint(0, 1000, (batch,))
+        t = torch.randint(0, 1000, (batch,)).to(device)
         noise = torch.randn_like(x0)
         xt = sched.add_noise(x0, noise, t)
         emb = te(tid)[0]
@@ -417,7 +426,7 @@ def export_bundle(workdir: Path, out: Path = tw.BUNDLE_DIR) -> Path:
 
 
 def run(workdir: Path | None = None, stages=None, steps: dict | None = None, minutes: float | None = None,
-        n_train: int = 20000, procs: int = 2, out: Path = tw.BUNDLE_DIR) -> dict:
+        n_train: int = 20000, procs: int = 2, out: Path = tw.BUNDLE_DIR, device: str = "cpu") -> dict:
     """Run the given stages in order (default: all), each resuming from its checkpoint."""
     workdir = Path(workdir or default_workdir())
     workdir.mkdir(parents=True, exist_ok=True)
@@ -429,7 +438,7 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
     done = {}
     data = None
     log(f"toyworld training in {workdir}: stages {', '.join(stages)}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads")
+        f"{device if device != 'cpu' else f'cpu, {torch.get_num_threads()} threads'}")
     for stage in stages:
         t = time.time()
         if stage in ("vae", "estimators", "classifier", "unet", "data") and data is None:
@@ -437,13 +446,13 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
         if stage == "data":
             done[stage] = True
         elif stage == "vae":
-            done[stage], _ = train_vae(workdir, data, steps["vae"], left())
+            done[stage], _ = train_vae(workdir, data, steps["vae"], left(), device=device)
         elif stage == "estimators":
-            done[stage], _ = train_estimators(workdir, data, steps["estimators"], left())
+            done[stage], _ = train_estimators(workdir, data, steps["estimators"], left(), device=device)
         elif stage == "classifier":
-            done[stage], _ = train_classifier(workdir, data, steps["classifier"], left())
+            done[stage], _ = train_classifier(workdir, data, steps["classifier"], left(), device=device)
         elif stage == "unet":
-            done[stage], _ = train_unet(workdir, data, steps["unet"], left())
+            done[stage], _ = train_unet(workdir, data, steps["unet"], left(), device=device)
         elif stage == "export":
             export_bundle(workdir, out)
             done[stage] = True

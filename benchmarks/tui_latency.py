@@ -3,10 +3,15 @@
     python benchmarks/tui_latency.py [--presses 40]
 
 "First complete frame": from interpreter start (imports included) until the app has drawn its screen with
-the prompt table filled (models still loading in the background, as a user sees it). "Step redraw": a
-cached run is open; each right/left press is timed until Textual has processed it and refreshed the
-screen (pilot.pause waits for the message queue to drain and the screen to be idle). Halfcell renderer,
-120x36 terminal. Targets: first frame <= 3 s, median step redraw <= 50 ms.
+the prompt table filled (models still loading in the background, as a user sees it).
+
+"Step redraw": a cached run is open; a right/left key event is posted to the app's driver (as a terminal
+would) and the clock stops when the compositor has produced the frame that shows the new step, encoded to
+the terminal's byte stream (the app's ``_display`` hook, which in a real terminal writes those bytes).
+Every frame is timestamped, so there is no polling granularity; Textual's own frame pacing (at most one
+screen update per 1/60 s) is part of the figure, as it is of what a user sees. Steps are timed both on a
+first visit (tiles built from the run's arrays) and on revisits (scrubbing back and forth).
+Halfcell renderer, 120x36 terminal. Targets: first frame <= 3 s, median step redraw <= 50 ms.
 """
 
 import time
@@ -27,13 +32,24 @@ def main():
     ap.add_argument("--presses", type=int, default=40)
     a = ap.parse_args()
     import textual_image.widget  # noqa: F401
+    from textual import events
 
     from ldm_explore.backend.session import ExplorerSession
     from ldm_explore.tui.app import ExplorerApp
+    from ldm_explore.tui.view import StepView
     from ldm_explore.tui.widgets import PromptTable
 
+    class TimedApp(ExplorerApp):
+        frames: list = []
+
+        def _display(self, screen, renderable):
+            super()._display(screen, renderable)
+            if renderable is not None and hasattr(renderable, "render_segments"):
+                renderable.render_segments(self.console)  # what a real terminal would be sent
+                self.frames.append(time.perf_counter())
+
     cache = tempfile.mkdtemp()
-    app = ExplorerApp(ExplorerSession(cache=cache), renderer="halfcell")
+    app = TimedApp(ExplorerSession(cache=cache), renderer="halfcell")
 
     async def go():
         async with app.run_test(size=(120, 36)) as pilot:
@@ -48,28 +64,33 @@ def main():
             while app.analysis is None:
                 await pilot.pause(0.05)
             await pilot.press("home")
-            await pilot.pause(0.2)
+            await pilot.pause(0.3)
+            view = app.query_one(StepView)
+
             async def timed(key):
+                app.frames.clear()
+                before = view.step
                 t = time.perf_counter()
-                await pilot.press(key)
-                await pilot.pause()
-                return time.perf_counter() - t
+                app._driver.send_message(events.Key(key, None))
+                while view.step == before or not app.frames:
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(0.15)  # let any follow-up frame land: the last one is the full redraw
+                return app.frames[-1] - t
 
-            for i in range(28):  # first visits build each step's images once; time the cached redraws after
-                await pilot.press("right" if (i // 14) % 2 == 0 else "left")
-            times, idle = [], []
-            for i in range(a.presses):
-                times.append(await timed("right" if (i // 14) % 2 == 0 else "left"))
-                idle.append(await timed("z"))  # an unbound key: the harness's own round trip
-            return first, loaded, times, idle
+            fresh, again = [], []
+            n = view.total
+            for i in range(n - 1):  # first visit of every step
+                fresh.append(await timed("right"))
+            for i in range(a.presses):  # scrubbing back and forth over visited steps
+                again.append(await timed("left" if (i // (n - 1)) % 2 == 0 else "right"))
+            return first, loaded, fresh, again
 
-    first, loaded, times, idle = asyncio.run(go())
+    first, loaded, fresh, again = asyncio.run(go())
+    ms = lambda xs: f"median {statistics.median(xs) * 1000:.1f} ms, p90 {sorted(xs)[int(0.9 * len(xs))] * 1000:.1f} ms"
     print(f"launch to first complete frame: {first:.2f} s (target <= 3 s); models loaded after {loaded:.1f} s")
-    med, base = statistics.median(times), statistics.median(idle)
-    print(f"step key -> redrawn step view, cached run: median {med * 1000:.1f} ms, "
-          f"p90 {sorted(times)[int(0.9 * len(times))] * 1000:.1f} ms over {len(times)} presses (target <= 50 ms)")
-    print(f"  an unbound key's round trip through the same harness: median {base * 1000:.1f} ms; "
-          f"the step view's own share: {(med - base) * 1000:.1f} ms")
+    print(f"step key -> redrawn step view, revisited steps: {ms(again)} over {len(again)} presses "
+          f"(target <= 50 ms)")
+    print(f"step key -> redrawn step view, first visit of a step: {ms(fresh)} over {len(fresh)} presses")
 
 
 if __name__ == "__main__":

@@ -76,8 +76,15 @@ class ExplorerApp(App):
             yield StepView(self.renderer, id="view")
         yield Footer()
 
+    def on_resize(self, event) -> None:
+        """Relayout for the terminal's size: a narrower prompt browser below 130 columns; below 40 rows the
+        legend and sparklines give their lines to the images and the table."""
+        self.screen.set_class(event.size.width < 130, "narrow")
+        self.screen.set_class(event.size.height < 40, "short")
+
     # --- start-up: prompts at once, models in a worker --------------------------------------------
     def on_mount(self) -> None:
+        self.on_resize(type("Size", (), {"size": self.size})())
         self.sub_title = f"{self.session.bundle_name}: loading models…"
         try:
             ps = self.session.read_prompts()

@@ -25,8 +25,8 @@ def pil(a: np.ndarray) -> Image.Image:
 
 
 class StepView(Vertical):
-    step = reactive(0)
-    view = reactive("xt")
+    step = reactive(0, repaint=False)  # redraw() repaints what changed; a container repaint redraws all
+    view = reactive("xt", repaint=False)
     layer: str | None = None
 
     def __init__(self, renderer: str, **kw):
@@ -62,9 +62,8 @@ class StepView(Vertical):
     def on_mount(self) -> None:
         t = self.query_one("#metrics", DataTable)
         t.add_column("step", key="step", width=4)
-        for p in PROPS:
-            t.add_column(f"{SHORT[p]} P", key=f"{p}-probe", width=6)
-            t.add_column(f"{SHORT[p]} O", key=f"{p}-ots", width=6)
+        for p in PROPS:  # one column per property: probe and off-the-shelf side by side (45 cells in all)
+            t.add_column(f"{SHORT[p]} P/O", key=p, width=11)
 
     # --- a run coming in --------------------------------------------------------------------------
     def begin(self, prompt, steps: int) -> None:
@@ -105,6 +104,7 @@ class StepView(Vertical):
         if self.step >= a.num_steps:
             self.step = a.num_steps - 1
         self.redraw()
+        self._prebuild()
 
     @staticmethod
     def _default_layer(a):
@@ -129,6 +129,7 @@ class StepView(Vertical):
         self._cache = {}
         self._fill_table()
         self.redraw()
+        self._prebuild()
 
     def watch_step(self, old: int, new: int) -> None:
         self.redraw()
@@ -138,21 +139,38 @@ class StepView(Vertical):
         if self.analysis is not None:
             self._fill_table()
         self.redraw()
+        self._prebuild()
 
     # --- drawing ----------------------------------------------------------------------------------
-    def _tiles_for(self, s: int) -> dict[str, Image.Image]:
-        key = (s, self.view, self.layer)
-        if key not in self._cache:
+    def _tiles_for(self, s: int, view: str | None = None, layer: str | None = None, a=None) -> dict:
+        view, layer, a = view or self.view, layer or self.layer, a or self.analysis
+        key = (id(a), s, view, layer)  # a prebuild thread of a previous run must not fill in this one
+        cache = self._cache
+        if key not in cache:
             from ldm_explore.backend.analysis import to_rgb
 
-            a = self.analysis
-            out = {"t-image": pil(a.images[self.view][s])}
+            out = {"t-image": pil(a.images[view][s])}
             for k, p in enumerate(PROPS):
-                out[f"t-{p}-ots"] = pil(to_rgb(a.ots[self.view][s, k], p))
-                if self.layer is not None:
-                    out[f"t-{p}-probe"] = pil(to_rgb(a.probe_maps(self.layer)[s, k], p))
-            self._cache[key] = out
-        return self._cache[key]
+                out[f"t-{p}-ots"] = pil(to_rgb(a.ots[view][s, k], p))
+                if layer is not None:
+                    out[f"t-{p}-probe"] = pil(to_rgb(a.probe_maps(layer)[s, k], p))
+            cache[key] = out
+        return cache[key]
+
+    def _prebuild(self) -> None:
+        """Build every step's tiles in a thread, so a first visit of a step costs what a revisit does."""
+        a, view, layer = self.analysis, self.view, self.layer
+        if a is None:
+            return
+        import functools
+
+        def build():
+            for s in range(a.num_steps):
+                if self.analysis is not a or self.view != view or self.layer != layer:
+                    return  # another run, view or layer: its own prebuild takes over
+                self._tiles_for(s, view, layer, a)
+
+        self.run_worker(functools.partial(build), thread=True, exclusive=True, group="tiles", exit_on_error=False)
 
     def redraw(self) -> None:
         strip = self.query_one(StepStrip)
@@ -169,22 +187,21 @@ class StepView(Vertical):
             for p in PROPS:
                 self.query_one(f"#t-{p}-probe", Tile).set_caption(f"{SHORT[p]} P: none")
         else:
-            from ldm_explore.backend.layers import short_name
-
             name = self._short(self.layer)
             for p in PROPS:
                 self.query_one(f"#t-{p}-probe", Tile).set_caption(f"{SHORT[p]} P")
+            # fixed-size widgets: repaint only, no relayout (a relayout re-renders the whole screen)
             self.query_one("#status", Static).update(
                 f"view {'x_t (noisy latent)' if self.view == 'xt' else 'predicted x0'}  ·  probe layer {name}: "
-                f"{self.layer}  ·  t={a.timesteps[s]:.0f}")
+                f"{self.layer}  ·  t={a.timesteps[s]:.0f}", layout=False)
         t = self.query_one("#metrics", DataTable)
         if t.row_count:
             t.move_cursor(row=s, animate=False)
         top = a.top5[self.view][s]
         rec = a.recognition_step(self.view)
-        lines = [f"top-5, step {s} (recognised at {rec}):"]
-        lines += [f" {name:15s} {p:4.2f}" for name, p in top]
-        self.query_one("#top5", Static).update("\n".join(lines))
+        lines = [f"top-5 @ step {s}", f"(recognised at {rec})"]
+        lines += [f"{name:15s}{p:4.2f}" for name, p in top]
+        self.query_one("#top5", Static).update("\n".join(lines), layout=False)
         self.query_one(Sparks).show(self._metrics(), s)
 
     def _short(self, layer: str) -> str:
@@ -208,8 +225,8 @@ class StepView(Vertical):
         for s in range(a.num_steps):
             row = [str(s)]
             for p in PROPS:
-                row.append(f"{m[p]['probe'][s]:.3f}" if "probe" in m[p] else "–")
-                row.append(f"{m[p]['off-the-shelf'][s]:.3f}")
+                pr = f"{m[p]['probe'][s]:5.2f}" if "probe" in m[p] else f"{'–':>5}"
+                row.append(f"{pr} {m[p]['off-the-shelf'][s]:5.2f}")
             t.add_row(*row, key=str(s))
         em = a.emergence(self.layer, self.view)
         parts = []

@@ -41,6 +41,21 @@ def image_class(renderer: str):
             else:
                 base.image.fset(self, value)
 
+        if renderer in ("halfcell", "unicode"):
+            def render_lines(self, crop):
+                # Character renderers: the lines depend only on the image, the size and the crop, so a step
+                # revisited is a dictionary lookup instead of a pixel-by-pixel re-render (the bulk of a redraw).
+                cache = self.__dict__.setdefault("_strips", {})
+                key = (id(self._image), self.size, crop, self.app.theme)
+                hit = cache.get(key)
+                if hit is not None and hit[0] is self._image:
+                    return hit[1]
+                lines = base.render_lines(self, crop)
+                if len(cache) >= 256:
+                    cache.clear()
+                cache[key] = (self._image, lines)
+                return lines
+
     _IMAGE_CLASSES[renderer] = StepImage
     return StepImage
 
@@ -61,7 +76,9 @@ class Tile(Vertical):
         self.query_one(".tile-image").image = pil
 
     def set_caption(self, text: str) -> None:
-        self.query_one(".tile-caption", Static).update(text)
+        if text != self.caption:
+            self.caption = text
+            self.query_one(".tile-caption", Static).update(text, layout=False)
 
 
 class StepStrip(Static):
@@ -115,7 +132,7 @@ class Sparks(Static):
                     ch = self.BARS[int(np.clip(x, 0, 1) * (len(self.BARS) - 1))]
                     t.append(ch, style="reverse" if s == current else "")
                 t.append("\n")
-        self.update(t)
+        self.update(t, layout=False)  # fixed height (one line per property and source)
 
 
 class SearchBox(Input):
