@@ -156,15 +156,17 @@ class VGG16Classifier:
 class TracerMask:
     """TRACER (carvekit's TracerUniversalB7): salient-object probability at the image's size."""
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", input_size: int = 640):
         if importlib.util.find_spec("carvekit") is None:
             raise ModelNotFoundError("TRACER needs carvekit: `pip install 'ldm-explore[sd]'`")
-        if not _tracer_file().exists():
-            raise ModelNotFoundError(f"TRACER weights are missing ({_tracer_file()}); see `ldm-explore models "
+        f = _tracer_file()
+        if not f.exists():
+            raise ModelNotFoundError(f"TRACER weights are missing ({f}); see `ldm-explore models "
                                      "--bundle sd14` for the command that fetches them")
         from carvekit.ml.wrap.tracer_b7 import TracerUniversalB7
 
-        self.model = TracerUniversalB7(device=device, batch_size=4)
+        # the checkpoint is passed explicitly: carvekit would otherwise try to download it
+        self.model = TracerUniversalB7(device=device, batch_size=4, model_path=f, input_image_size=input_size)
 
     def mask(self, images) -> np.ndarray:
         from PIL import Image

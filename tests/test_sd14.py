@@ -68,3 +68,29 @@ def test_vgg16_loader_and_categories():
     assert p.shape == (1, 1000) and np.allclose(p.sum(), 1, atol=1e-4)
     top = c.top_k(img, 5)[0]
     assert len(top) == 5 and top[0][1] >= top[4][1]
+
+
+def test_tracer_loader_on_a_random_init_tracer(tmp_path, monkeypatch):
+    """carvekit's TracerUniversalB7 with random weights saved where carvekit keeps its checkpoint: the loader
+    must read that file (not download), and give a [0, 1] mask at each image's size."""
+    pytest.importorskip("carvekit", reason="TRACER is the optional [sd] extra (make test installs it)")
+    from carvekit.ml.wrap.tracer_b7 import TracerUniversalB7
+
+    from ldm_explore.backend.sd14 import TracerMask
+
+    monkeypatch.setenv("CARVEKIT_CACHE", str(tmp_path / "carvekit"))
+    with pytest.raises(ModelNotFoundError, match="TRACER weights are missing"):
+        TracerMask()
+    torch.manual_seed(0)
+    ref = TracerUniversalB7(load_pretrained=False, input_image_size=64, model_path="unused")
+    f = tmp_path / "carvekit" / "checkpoints" / "tracer_b7" / "tracer_b7.pth"
+    f.parent.mkdir(parents=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in ref.state_dict().items()}, f)
+    torch.manual_seed(1)  # a different init: only the file can make the two agree
+    m = TracerMask(input_size=64)
+    for k, v in ref.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(m.model.state_dict()[k], v.half().float()), k
+    imgs = (np.random.default_rng(0).random((2, 48, 40, 3)) * 255).astype(np.uint8)
+    out = m.mask(imgs)
+    assert out.shape == (2, 48, 40) and out.min() >= 0 and out.max() <= 1

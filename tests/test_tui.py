@@ -209,7 +209,8 @@ def test_snapshot_main_screen(snap_compare, tmp_path, size):
     assert snap_compare(app, terminal_size=size, run_before=before)
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (make test installs it)")
+@pytest.mark.skipif(shutil.which("tmux") is None,
+                    reason="tmux is not installed (make test installs it when run as root on Debian/Ubuntu)")
 def test_smoke_in_a_real_tmux_terminal(tmp_path):
     exe = Path(sys.executable).with_name("ldm-explore")
     name = f"ldmx{os.getpid()}"
