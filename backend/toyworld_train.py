@@ -25,7 +25,7 @@ TRAIN_SEED0 = 0  # training scenes: seeds 0 .. n-1
 PROMPT_SEED0 = 10_000_000  # the shipped prompt file's scenes
 EVAL_SEED0 = 20_000_000  # held-out evaluation renders
 STAGES = ("data", "vae", "estimators", "classifier", "unet", "export")
-DEFAULT_STEPS = {"vae": 700, "estimators": 600, "classifier": 1200, "unet": 20000}
+DEFAULT_STEPS = {"vae": 700, "estimators": 600, "classifier": 600, "unet": 20000}
 
 
 def default_workdir() -> Path:
