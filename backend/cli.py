@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = tws.add_parser("train", help="train the bundle's models (resumable; checkpoints in --workdir)")
     p.add_argument("--stage", action="append", choices=["data", "vae", "estimators", "classifier", "unet", "export"],
                    help="stage(s) to run, in order (default: all)")
-    p.add_argument("--steps", type=int, default=None, help="target steps of the chosen stage(s)")
+    p.add_argument("--steps", action="append", default=None, metavar="[STAGE=]N",
+                   help="target steps: N for the chosen stage(s), or STAGE=N (repeatable), e.g. --steps unet=30000")
+    p.add_argument("--procs", type=int, default=2, help="processes rendering the training scenes (default 2)")
     p.add_argument("--minutes", type=float, default=None, help="wall-time budget of this invocation; rerun resumes")
     p.add_argument("--n-train", type=int, default=16000, help="training scenes to render (default 16000)")
     p.add_argument("--workdir", default=None, help="checkpoints and data (default: <user cache>/toyworld-train)")
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--n-renders", type=int, default=500)
     p.add_argument("--n-prompts", type=int, default=200)
-    p.add_argument("--bundle-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--bundle-dir", default=None, help="a bundle folder other than the shipped one (e.g. a fresh export)")
     p = tws.add_parser("samples", help="PNG grid of generated test-prompt samples beside their prompts")
     p.add_argument("--out", default="docs/toyworld-samples.png")
     p.add_argument("-n", type=int, default=12)
@@ -391,12 +393,20 @@ def cmd_toyworld(args) -> int:
 
     if args.tw_command == "train":
         stages = args.stage or list(T.STAGES)
-        steps = {s: args.steps for s in stages} if args.steps else None
+        steps = {}
+        for item in args.steps or []:
+            stage, _, n = item.rpartition("=")
+            if stage and stage not in T.DEFAULT_STEPS:
+                raise UserError(f"--steps {item}: no stage '{stage}' (stages with steps: "
+                                f"{', '.join(T.DEFAULT_STEPS)})")
+            if not n.isdigit():
+                raise UserError(f"--steps {item}: '{n}' is not a whole number of steps")
+            steps.update({stage: int(n)} if stage else {st: int(n) for st in stages if st in T.DEFAULT_STEPS})
         out = Path(args.out) if args.out else None
         from .generation import pick_device
 
-        T.run(Path(args.workdir) if args.workdir else None, stages, steps, args.minutes, args.n_train,
-              out=out or T.tw.BUNDLE_DIR, device=str(pick_device(args.device)))
+        T.run(Path(args.workdir) if args.workdir else None, stages, steps or None, args.minutes, args.n_train,
+              procs=args.procs, out=out or T.tw.BUNDLE_DIR, device=str(pick_device(args.device)))
         return 0
     if args.tw_command == "prompts":
         print(T.write_prompt_file(Path(args.out), args.n))
