@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -122,6 +124,10 @@ class Stage:
     def maybe_save(self, every_s: float = 180) -> None:
         if time.time() - self.last_save > every_s:
             self.save()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _loop(stage: Stage, total: int, minutes: float | None, body, log_every: int = 50):
@@ -437,6 +443,9 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
     left = lambda: None if deadline is None else max(0.0, (deadline - time.time()) / 60)
     done = {}
     data = None
+    if threading.current_thread() is threading.main_thread():
+        # a background run (where SIGINT is ignored) is stopped with SIGTERM: the stage checkpoints, then exit
+        signal.signal(signal.SIGTERM, _interrupt)
     log(f"toyworld training in {workdir}: stages {', '.join(stages)}; torch {torch.__version__}, "
         f"{device if device != 'cpu' else f'cpu, {torch.get_num_threads()} threads'}")
     for stage in stages:

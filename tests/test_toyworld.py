@@ -2,6 +2,12 @@
 and the evaluate command runs."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +131,21 @@ def test_train_every_stage_resume_and_export(tmp_path):
     assert json.loads((w / "unet" / "log.jsonl").read_text().splitlines()[-1])["step"] == 4
     r = cli("toyworld", "train", "--workdir", w, "--steps", "decoder=3")
     assert r.returncode == 2 and "--steps decoder=3: no stage 'decoder'" in r.stderr
+    # a background run is stopped with SIGTERM: the stage writes its checkpoint and the command exits 130
+    exe = Path(sys.executable).with_name("ldm-explore")
+    proc = subprocess.Popen([str(exe), "toyworld", "train", "--workdir", str(w), "--n-train", "64", "--procs", "1",
+                             "--stage", "unet", "--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    ck = w / "unet" / "ckpt.pt"
+    before = ck.stat().st_mtime_ns
+    seen = []
+    for line in proc.stdout:  # wait until the stage has resumed and is stepping
+        seen.append(line)
+        if "unet: resumed at step 4" in line:
+            break
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + out
+    assert ck.stat().st_mtime_ns > before  # checkpointed on the way out
+    assert torch.load(ck, map_location="cpu", weights_only=False)["step"] >= 4
