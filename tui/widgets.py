@@ -118,6 +118,9 @@ class PromptTable(DataTable):
             self.add_row(str(p.index), p.prompt, str(p.seed), "✓" if p.index in cached else "", key=str(p.index))
 
 
+SHORT = {"mask": "mask", "depth": "depth", "shading": "shade"}  # as the tiles and the table say them
+
+
 class Sparks(Static):
     """One line per property: metric vs step as a sparkline, probe and off-the-shelf."""
 
@@ -127,7 +130,7 @@ class Sparks(Static):
         t = Text()
         for prop, d in metrics.items():
             for src, v in d.items():
-                t.append(f"{prop[:5]:5s} {'P' if src == 'probe' else 'O'} ")
+                t.append(f"{SHORT.get(prop, prop)[:5]:5s} {'P' if src == 'probe' else 'O'} ")
                 for s, x in enumerate(np.nan_to_num(np.asarray(v, float))):
                     ch = self.BARS[int(np.clip(x, 0, 1) * (len(self.BARS) - 1))]
                     t.append(ch, style="reverse" if s == current else "")
