@@ -46,7 +46,6 @@ def resolve_model(model: str) -> str:
 def load_bundle(name: str = "toyworld", device: str | None = "cpu", dtype: str | None = None,
                 bundle_dir: Path | None = None) -> Bundle:
     from .generation import load_pipeline
-    from .recorder import SELF_ATTENTION_PATTERN, match_layers
 
     if name == "sd14":
         return load_sd14(device=device, dtype=dtype)

@@ -183,7 +183,6 @@ def generate(pipe, prompts: Sequence[Prompt], settings: GenerationSettings = Gen
     scheduler's real count, e.g. N+1 for PNDM); ``on_latents(step, x_t, x0)`` too, with that step's
     latents, for live previews. Either may raise to abort the run.
     """
-    device = pipe.unet.device
     gens = [torch.Generator(device="cpu").manual_seed(p.seed) for p in prompts]
     guidance = settings.guidance > 1.0
     rec = Recorder(pipe, list(settings.layers), half=settings.half, guidance=guidance,

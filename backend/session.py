@@ -4,7 +4,6 @@ that report each step as it comes and can be cancelled."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -89,19 +88,16 @@ class ExplorerSession:
         from .analysis import analyse
         from .generation import decode_latents, generate
 
-        total = {"n": self.steps}
-
-        def count(i, n):  # the scheduler's own step count (PNDM makes N+1 for N)
-            total["n"] = n
+        pipe = self.bundle.pipe
 
         def live(i, xt, x0):
             if cancelled():
                 raise RunCancelled()
-            if on_step is not None:
-                on_step(i, total["n"], decode_latents(self.bundle.pipe, xt)[0])
+            if on_step is not None:  # the scheduler's own step count (PNDM makes N+1 for N)
+                on_step(i, pipe.num_timesteps, decode_latents(pipe, xt)[0])
 
         with self._lock:  # one pipeline, one run at a time
-            r = generate(self.bundle.pipe, [p], self.settings, on_step=count, on_latents=live)[0]
+            r = generate(pipe, [p], self.settings, on_latents=live)[0]
             if cancelled():
                 raise RunCancelled()
             self.store.put(self.key(p), r, self.settings.to_dict(),

@@ -11,7 +11,7 @@ import torch
 
 from . import toyworld as tw
 from .metrics import dice_rows, pearson_rows, spearman_rows
-from .scenes import COLORS, SHAPES, SIZES, class_index
+from .scenes import COLORS, SHAPES, class_index
 
 EVAL_SEED0 = 20_000_000
 

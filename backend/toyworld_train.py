@@ -7,6 +7,7 @@ minutes and on Ctrl-C, logs losses to ``<workdir>/<stage>/log.jsonl``, and picks
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -128,6 +129,20 @@ class Stage:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """A background run (where SIGINT is ignored) is stopped with SIGTERM: it raises KeyboardInterrupt, so the
+    running stage checkpoints on its way out. The previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _loop(stage: Stage, total: int, minutes: float | None, body, log_every: int = 50):
@@ -438,38 +453,30 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
     workdir.mkdir(parents=True, exist_ok=True)
     stages = list(stages or STAGES)
     steps = {**DEFAULT_STEPS, **(steps or {})}
+    train = {"vae": train_vae, "estimators": train_estimators, "classifier": train_classifier, "unet": train_unet}
     t_all = time.time()
     deadline = time.time() + 60 * minutes if minutes else None
     left = lambda: None if deadline is None else max(0.0, (deadline - time.time()) / 60)
     done = {}
     data = None
-    if threading.current_thread() is threading.main_thread():
-        # a background run (where SIGINT is ignored) is stopped with SIGTERM: the stage checkpoints, then exit
-        signal.signal(signal.SIGTERM, _interrupt)
     log(f"toyworld training in {workdir}: stages {', '.join(stages)}; torch {torch.__version__}, "
         f"{device if device != 'cpu' else f'cpu, {torch.get_num_threads()} threads'}")
-    for stage in stages:
-        t = time.time()
-        if stage in ("vae", "estimators", "classifier", "unet", "data") and data is None:
-            data = dataset(workdir, n_train, procs)
-        if stage == "data":
-            done[stage] = True
-        elif stage == "vae":
-            done[stage], _ = train_vae(workdir, data, steps["vae"], left(), device=device)
-        elif stage == "estimators":
-            done[stage], _ = train_estimators(workdir, data, steps["estimators"], left(), device=device)
-        elif stage == "classifier":
-            done[stage], _ = train_classifier(workdir, data, steps["classifier"], left(), device=device)
-        elif stage == "unet":
-            done[stage], _ = train_unet(workdir, data, steps["unet"], left(), device=device)
-        elif stage == "export":
-            export_bundle(workdir, out)
-            done[stage] = True
-        log(f"{stage}: {'done' if done[stage] else 'paused (time budget); rerun to resume'} "
-            f"in {time.time() - t:.0f} s")
-        if deadline is not None and time.time() >= deadline and stage != stages[-1]:
-            log("time budget spent; rerun the same command to resume")
-            break
+    with _sigterm_interrupts():
+        for stage in stages:
+            t = time.time()
+            if stage in ("data", *train) and data is None:
+                data = dataset(workdir, n_train, procs)
+            if stage in train:
+                done[stage], _ = train[stage](workdir, data, steps[stage], left(), device=device)
+            else:
+                if stage == "export":
+                    export_bundle(workdir, out)
+                done[stage] = True
+            log(f"{stage}: {'done' if done[stage] else 'paused (time budget); rerun to resume'} "
+                f"in {time.time() - t:.0f} s")
+            if deadline is not None and time.time() >= deadline and stage != stages[-1]:
+                log("time budget spent; rerun the same command to resume")
+                break
     log(f"total {time.time() - t_all:.0f} s")
     return done
 

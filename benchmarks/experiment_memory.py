@@ -10,12 +10,11 @@ in the file), run in a fresh process with a fresh run store (GNU time's maximum 
 
 import argparse
 import csv
-import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _gnu_time import timed
 
 
 def main():
@@ -41,14 +40,11 @@ def main():
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(take)
-        r = subprocess.run(["/usr/bin/time", "-v", str(exe), "experiment", "run", "--bundle", "toyworld",
-                            "--prompts", str(f), "--cache", str(tmp / f"store{n}"), "--out", str(tmp / f"report{n}"),
-                            "--json"], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        rss, wall, r = timed([exe, "experiment", "run", "--bundle", "toyworld", "--prompts", f,
+                              "--cache", tmp / f"store{n}", "--out", tmp / f"report{n}", "--json"])
         if r.returncode != 0:
             sys.exit(f"experiment with {n} prompts failed: {r.stderr.strip().splitlines()[-1]}")
-        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
-        wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", r.stderr).group(1)
-        print(f"  {n:5d} prompts: peak RSS {rss / 1024:7.1f} MiB, wall {wall}")
+        print(f"  {n:5d} prompts: peak RSS {rss:7.1f} MiB, wall {wall}")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,11 @@ recorded and stored. Without --model it builds the tests' small random-init SD-s
 """
 
 import argparse
-import os
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _gnu_time import timed
 
 
 def main():
@@ -32,12 +31,9 @@ def main():
     for n in a.counts:
         f = tmp / f"p{n}.csv"
         f.write_text("prompts,seeds,prompt_inds\n" + "".join(f"prompt number {i},{i},{i}\n" for i in range(n)))
-        r = subprocess.run(["/usr/bin/time", "-v", str(exe), "generate", "--model", a.model, "--prompts", str(f),
-                            "--cache", str(tmp / f"store{n}"), "--steps", str(a.steps), "--layers", "self-attention"],
-                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
-        wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", r.stderr).group(1)
-        print(f"  {n:5d} prompts: peak RSS {rss / 1024:7.1f} MiB, wall {wall}")
+        rss, wall, _ = timed([exe, "generate", "--model", a.model, "--prompts", f, "--cache", tmp / f"store{n}",
+                              "--steps", a.steps, "--layers", "self-attention"])
+        print(f"  {n:5d} prompts: peak RSS {rss:7.1f} MiB, wall {wall}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Footer, Header, Input
 
 from .screens import ExportScreen, HelpScreen
 from .view import StepView
@@ -77,14 +77,17 @@ class ExplorerApp(App):
         yield Footer()
 
     def on_resize(self, event) -> None:
+        self._fit(event.size)
+
+    def _fit(self, size) -> None:
         """Relayout for the terminal's size: a narrower prompt browser below 130 columns; below 40 rows the
         legend and sparklines give their lines to the images and the table."""
-        self.screen.set_class(event.size.width < 130, "narrow")
-        self.screen.set_class(event.size.height < 40, "short")
+        self.screen.set_class(size.width < 130, "narrow")
+        self.screen.set_class(size.height < 40, "short")
 
     # --- start-up: prompts at once, models in a worker --------------------------------------------
     def on_mount(self) -> None:
-        self.on_resize(type("Size", (), {"size": self.size})())
+        self._fit(self.size)
         self.sub_title = f"{self.session.bundle_name}: loading models…"
         try:
             ps = self.session.read_prompts()

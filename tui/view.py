@@ -9,10 +9,9 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
-from .widgets import Sparks, StepStrip, Tile
+from .widgets import SHORT, Sparks, StepStrip, Tile
 
 PROPS = ("mask", "depth", "shading")
-SHORT = {"mask": "mask", "depth": "depth", "shading": "shade"}
 METRIC = {"mask": "Dice", "depth": "Spearman", "shading": "Pearson"}
 
 
@@ -126,18 +125,21 @@ class StepView(Vertical):
             return
         ls = self.analysis.layers
         self.layer = ls[(ls.index(self.layer) + 1) % len(ls)] if self.layer in ls else ls[0]
-        self._cache = {}
-        self._fill_table()
-        self.redraw()
-        self._prebuild()
+        self._rebuild()
 
     def watch_step(self, old: int, new: int) -> None:
         self.redraw()
 
     def watch_view(self, old: str, new: str) -> None:
+        if self.analysis is None:
+            self.redraw()
+        else:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Another layer or view of the open run: new tiles, table and curves."""
         self._cache = {}
-        if self.analysis is not None:
-            self._fill_table()
+        self._fill_table()
         self.redraw()
         self._prebuild()
 
@@ -162,7 +164,6 @@ class StepView(Vertical):
         a, view, layer = self.analysis, self.view, self.layer
         if a is None:
             return
-        import functools
 
         def build():
             for s in range(a.num_steps):
@@ -170,7 +171,7 @@ class StepView(Vertical):
                     return  # another run, view or layer: its own prebuild takes over
                 self._tiles_for(s, view, layer, a)
 
-        self.run_worker(functools.partial(build), thread=True, exclusive=True, group="tiles", exit_on_error=False)
+        self.run_worker(build, thread=True, exclusive=True, group="tiles", exit_on_error=False)
 
     def redraw(self) -> None:
         strip = self.query_one(StepStrip)
