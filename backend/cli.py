@@ -391,6 +391,11 @@ def cmd_toyworld(args) -> int:
     from . import toyworld_train as T
 
     if args.tw_command == "train":
+        for name, v in (("--procs", args.procs), ("--n-train", args.n_train)):
+            if v < 1:
+                raise UserError(f"{name} {v}: must be at least 1")
+        if args.minutes is not None and args.minutes <= 0:
+            raise UserError(f"--minutes {args.minutes:g}: must be more than 0")
         stages = args.stage or list(T.STAGES)
         steps = {}
         for item in args.steps or []:

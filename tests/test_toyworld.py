@@ -131,6 +131,11 @@ def test_train_every_stage_resume_and_export(tmp_path):
     assert json.loads((w / "unet" / "log.jsonl").read_text().splitlines()[-1])["step"] == 4
     r = cli("toyworld", "train", "--workdir", w, "--steps", "decoder=3")
     assert r.returncode == 2 and "--steps decoder=3: no stage 'decoder'" in r.stderr
+    for bad, msg in ((["--procs", "0"], "--procs 0: must be at least 1"),
+                     (["--n-train", "0"], "--n-train 0: must be at least 1"),
+                     (["--minutes", "-1"], "--minutes -1: must be more than 0")):
+        r = cli("toyworld", "train", "--workdir", w, *bad)
+        assert r.returncode == 2 and r.stderr.strip() == f"ldm-explore: error: {msg}", r.stderr
     # a background run is stopped with SIGTERM: the stage writes its checkpoint and the command exits 130
     exe = Path(sys.executable).with_name("ldm-explore")
     proc = subprocess.Popen([str(exe), "toyworld", "train", "--workdir", str(w), "--n-train", "64", "--procs", "1",
