@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoded image the off-the-shelf models see: x_t (the studies) or predicted x0")
     p.add_argument("--per-split", type=int, default=None, metavar="N", help="only the first N prompts of each split")
     p.add_argument("--batch-size", type=int, default=10)
-    p.add_argument("--no-baselines", action="store_true", help="skip the shuffled-UNet and latent baselines")
+    p.add_argument("--no-baselines", action="store_true", help="skip the baselines (shuffled UNet, VAE latent, spatial prior)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     tw = sub.add_parser("toyworld", help="train and evaluate the embedded toyworld bundle")
     tws = tw.add_subparsers(dest="tw_command", metavar="ACTION", required=True)
     p = tws.add_parser("train", help="train the bundle's models (resumable; checkpoints in --workdir)")
-    p.add_argument("--stage", action="append", choices=["data", "vae", "estimators", "classifier", "unet", "export"],
+    p.add_argument("--stage", action="append", choices=["data", "vae", "estimators", "classifier", "unet", "decoder", "export"],
                    help="stage(s) to run, in order (default: all)")
     p.add_argument("--steps", action="append", default=None, metavar="[STAGE=]N",
                    help="target steps: N for the chosen stage(s), or STAGE=N (repeatable), e.g. --steps unet=30000")
@@ -315,6 +315,7 @@ def cmd_experiment(args) -> int:
     rows.sort(key=lambda r: r["index"])
     names = {i.path: i.short for i in self_attention_layers(b.pipe.unet)}
     names["vae-latent"] = "VAE latent x_t"
+    names["spatial-prior"] = "spatial prior (train mean map)"
     summary = write_report(out, rows, probes, names, {
         "bundle": b.name, "prompts": str(ps.path), "splits": ps.splits(), "steps": args.steps,
         "guidance": args.guidance, "view": args.view, "layers": list(layers)})

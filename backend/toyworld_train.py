@@ -27,8 +27,8 @@ from .scenes import render_seed
 TRAIN_SEED0 = 0  # training scenes: seeds 0 .. n-1
 PROMPT_SEED0 = 10_000_000  # the shipped prompt file's scenes
 EVAL_SEED0 = 20_000_000  # held-out evaluation renders
-STAGES = ("data", "vae", "estimators", "classifier", "unet", "export")
-DEFAULT_STEPS = {"vae": 700, "estimators": 600, "classifier": 600, "unet": 20000}
+STAGES = ("data", "vae", "estimators", "classifier", "unet", "decoder", "export")
+DEFAULT_STEPS = {"vae": 700, "estimators": 600, "classifier": 600, "unet": 20000, "decoder": 1500}
 
 
 def default_workdir() -> Path:
@@ -221,6 +221,57 @@ def train_vae(workdir: Path, data, steps: int, minutes=None, batch: int = 16, cr
         return {"loss": loss.item(), "kl": kl.item(), "psnr": psnr.item()}
 
     return _loop(st, steps, minutes, body), vae
+
+
+def _grad_l1(y, x, w):
+    """Weighted L1 between the images' finite differences: the edges a pixel loss lets the decoder blur."""
+    dx = ((y[..., :, 1:] - y[..., :, :-1]) - (x[..., :, 1:] - x[..., :, :-1])).abs()
+    dy = ((y[..., 1:, :] - y[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs()
+    return (w[..., :, 1:] * dx).mean() + (w[..., 1:, :] * dy).mean()
+
+
+def train_decoder(workdir: Path, data, steps: int, minutes=None, batch: int = 32, device: str = "cpu"):
+    """Fine-tune the VAE's decoder on full 64x64 images, the encoder frozen: the latents (and so a UNet trained
+    on them) stay valid while the decoder learns the edges the short VAE stage left soft (cube vs cylinder).
+    Input: the cached posterior means the UNet trains on; loss: object-weighted L1 + L2 + edge L1."""
+    torch.manual_seed(4)
+    vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
+    lat, _ = encode_latents(workdir, vae, data)
+    vae.to(device)
+    dec = torch.nn.ModuleDict({"post_quant_conv": vae.post_quant_conv, "decoder": vae.decoder})
+    opt = torch.optim.AdamW(dec.parameters(), lr=3e-4, weight_decay=0.0)
+    st = Stage(workdir, "decoder", {"decoder": dec}, opt)
+    rgb, mask = data["rgb"], data["mask"]
+    rng = np.random.default_rng(st.step + 4)
+    dec.train()
+
+    def body(step):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, 3e-4, warmup=50, total=steps)
+        idx = rng.integers(0, len(rgb), batch)
+        z = torch.from_numpy(lat[idx].astype(np.float32)).to(device)
+        x = torch.from_numpy(rgb[idx]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        w = 1 + 4 * torch.from_numpy(mask[idx]).to(device).float()[:, None]
+        y = vae.decode(z).sample
+        loss = (w * (y - x).abs()).mean() + (w * (y - x) ** 2).mean() + _grad_l1(y, x, w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
+        opt.step()
+        psnr = -10 * torch.log10(((y.detach().clamp(-1, 1) - x) ** 2).mean() / 4)
+        return {"loss": loss.item(), "psnr": psnr.item()}
+
+    return _loop(st, steps, minutes, body), vae
+
+
+def load_vae(workdir: Path):
+    """The VAE as trained, with the fine-tuned decoder where the decoder stage has run."""
+    vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
+    if (workdir / "decoder" / "ckpt.pt").exists():
+        dec = torch.nn.ModuleDict({"post_quant_conv": vae.post_quant_conv, "decoder": vae.decoder})
+        _, s = load_stage_module(workdir, "decoder", "decoder", dec)
+        return vae, s["step"]
+    return vae, 0
 
 
 def _net_stage(workdir: Path, name: str, net, seed: int, device: str = "cpu"):
@@ -421,7 +472,7 @@ def export_bundle(workdir: Path, out: Path = tw.BUNDLE_DIR) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tok = tw.make_tokenizer(workdir / "tokenizer")
-    vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
+    vae, decoder_steps = load_vae(workdir)
     s = torch.load(workdir / "unet" / "ckpt.pt", map_location="cpu", weights_only=False)
     vae.register_to_config(scaling_factor=float(s["extra"]["scale"]))
     unet, te = make_unet(), make_text_encoder(tok)
@@ -439,7 +490,7 @@ def export_bundle(workdir: Path, out: Path = tw.BUNDLE_DIR) -> Path:
     tw.save_net(cls, out / "classifier.safetensors", "classifier")
     write_prompt_file(out / "prompts.csv")
     (out / "TRAINING.json").write_text(json.dumps({
-        "unet_steps": s["step"], "vae_scaling_factor": s["extra"]["scale"],
+        "unet_steps": s["step"], "decoder_steps": decoder_steps, "vae_scaling_factor": s["extra"]["scale"],
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }, indent=1))
     log(f"exported bundle to {out} (UNet at step {s['step']})")
@@ -453,7 +504,8 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
     workdir.mkdir(parents=True, exist_ok=True)
     stages = list(stages or STAGES)
     steps = {**DEFAULT_STEPS, **(steps or {})}
-    train = {"vae": train_vae, "estimators": train_estimators, "classifier": train_classifier, "unet": train_unet}
+    train = {"vae": train_vae, "estimators": train_estimators, "classifier": train_classifier, "unet": train_unet,
+             "decoder": train_decoder}
     t_all = time.time()
     deadline = time.time() + 60 * minutes if minutes else None
     left = lambda: None if deadline is None else max(0.0, (deadline - time.time()) / 60)

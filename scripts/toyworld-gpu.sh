@@ -14,7 +14,7 @@ WORK=${WORKDIR:-${OUT:-.}/toyworld-gpu-work}
 DEST=${2:-${OUT:-.}/toyworld-gpu-bundle}
 export HF_HUB_OFFLINE=1
 ldm-explore toyworld train --device cuda --workdir "$WORK" --n-train 40000 --procs "$(nproc)" \
-    --stage data --stage vae --stage estimators --stage classifier --stage unet \
-    --steps vae=6000 --steps estimators=3000 --steps classifier=1500 --steps unet=40000 --minutes "$MIN"
+    --stage data --stage vae --stage estimators --stage classifier --stage unet --stage decoder \
+    --steps vae=6000 --steps estimators=3000 --steps classifier=1500 --steps unet=40000 --steps decoder=4000 --minutes "$MIN"
 ldm-explore toyworld train --workdir "$WORK" --n-train 40000 --stage export --out "$DEST"
 ldm-explore toyworld evaluate --json --bundle-dir "$DEST" | tee "$DEST/EVALUATE.json"

@@ -113,9 +113,9 @@ def test_train_every_stage_resume_and_export(tmp_path):
     w, out = tmp_path / "work", tmp_path / "bundle"
     r = cli("toyworld", "train", "--workdir", w, "--out", out, "--n-train", 64, "--procs", 1, "--device", "cpu",
             "--steps", "vae=2", "--steps", "estimators=2", "--steps", "classifier=2", "--steps", "unet=2",
-            timeout=600)
+            "--steps", "decoder=2", timeout=600)
     assert r.returncode == 0, r.stderr
-    for stage in ("vae", "estimators", "classifier", "unet"):
+    for stage in ("vae", "estimators", "classifier", "unet", "decoder"):
         log = [json.loads(line) for line in (w / stage / "log.jsonl").read_text().splitlines()]
         assert log[-1]["step"] == 2 and all(np.isfinite(v) for k, v in log[-1].items() if k != "step")
         assert (w / stage / "ckpt.pt").exists()
@@ -124,13 +124,21 @@ def test_train_every_stage_resume_and_export(tmp_path):
     p = PromptSet.read(b.prompts).select("test", 1)[0]
     img = generate(b.pipe, [p], GenerationSettings(steps=3, guidance=7.5), record=False, decode=False)[0].final
     assert img.shape == (64, 64, 3)
+    # the exported VAE is the VAE stage's encoder with the decoder stage's decoder (the latents stay valid)
+    vae_ck = torch.load(w / "vae" / "ckpt.pt", weights_only=False)["modules"]["vae"]
+    dec_ck = torch.load(w / "decoder" / "ckpt.pt", weights_only=False)["modules"]["decoder"]
+    sd = b.pipe.vae.state_dict()
+    assert torch.equal(sd["encoder.conv_in.weight"], vae_ck["encoder.conv_in.weight"])
+    assert torch.equal(sd["decoder.conv_out.weight"], dec_ck["decoder.conv_out.weight"])
+    assert not torch.equal(sd["decoder.conv_out.weight"], vae_ck["decoder.conv_out.weight"])
+    assert json.loads((out / "TRAINING.json").read_text())["decoder_steps"] == 2
     r = cli("toyworld", "train", "--workdir", w, "--out", out, "--n-train", 64, "--procs", 1, "--device", "cpu",
             "--stage", "unet", "--steps", "4", timeout=600)
     assert r.returncode == 0, r.stderr
     assert "unet: resumed at step 2" in r.stdout + r.stderr
     assert json.loads((w / "unet" / "log.jsonl").read_text().splitlines()[-1])["step"] == 4
-    r = cli("toyworld", "train", "--workdir", w, "--steps", "decoder=3")
-    assert r.returncode == 2 and "--steps decoder=3: no stage 'decoder'" in r.stderr
+    r = cli("toyworld", "train", "--workdir", w, "--steps", "render=3")
+    assert r.returncode == 2 and "--steps render=3: no stage 'render'" in r.stderr
     for bad, msg in ((["--procs", "0"], "--procs 0: must be at least 1"),
                      (["--n-train", "0"], "--n-train 0: must be at least 1"),
                      (["--minutes", "-1"], "--minutes -1: must be more than 0")):
