@@ -25,8 +25,18 @@ from .prompts import Prompt, PromptSet
 
 PRIMARY = {"mask": "dice", "depth": "spearman", "shading": "pearson"}
 METRICS = {"mask": ("dice",), "depth": ("spearman", "pearson"), "shading": ("pearson", "spearman")}
-SOURCES = ("probe", "off-the-shelf", "shuffled-unet probe", "latent probe")
+SOURCES = ("probe", "off-the-shelf", "shuffled-unet probe", "latent probe", "spatial-prior probe")
 LATENT = "vae-latent"  # the controlled baseline's "layer": x_t itself
+PRIOR = "spatial-prior"  # the prior baseline's "layer": one-hot pixel positions, the same for every image
+PRIOR_GRID = 16
+BASELINES = {"shuffled": "shuffled-unet probe", "latent": "latent probe", "prior": "spatial-prior probe"}
+
+
+def prior_features(steps: int, n: int = PRIOR_GRID) -> np.ndarray:
+    """(steps, n, n, n*n) one-hot position features. A ridge probe on them predicts each cell's training mean
+    (shrunk to the global mean): the spatial prior a probe must beat before it can claim to read the scene."""
+    eye = np.eye(n * n, dtype=np.float32).reshape(n, n, n * n)
+    return np.broadcast_to(eye, (steps, n, n, n * n))
 
 
 def score(prop: str, pred: np.ndarray, target: np.ndarray) -> dict[str, list[float]]:
@@ -157,18 +167,24 @@ class Experiment:
     def _stats(self, split: str) -> dict[str, ProbeStats]:
         """Statistics of one split for the real probes and the baselines; resumes from its checkpoint."""
         r = f"-rank{self.dist.rank}of{self.dist.world}" if self.dist.world > 1 else ""
-        f = {k: self.ckpt / f"stats-{split}-{k}{r}.safetensors" for k in ("real", "shuffled", "latent")}
+        f = {k: self.ckpt / f"stats-{split}-{k}{r}.safetensors" for k in ("real", *BASELINES)}
         done_f = self.ckpt / f"stats-{split}-done{r}.json"
         done = set(json.loads(done_f.read_text())) if done_f.exists() else set()
-        st = {k: ProbeStats.load(f[k]) if f[k].exists() and done else ProbeStats(PROPERTIES) for k in f}
+        # a baseline missing from a checkpoint made by an older version is left out rather than fitted on part
+        st = {k: ProbeStats.load(f[k]) if f[k].exists() and done else ProbeStats(PROPERTIES) for k in f
+              if k == "real" or not done or f[k].exists()}
         todo = [p for p in self.splits[split] if p.index not in done]
         last = time.time()
         for p, final, _, lat, acts, ts in self._runs(todo, f"{split}: generate + accumulate"):
             y = targets(self.b.estimators, final)
             st["real"].add_run(acts, y)
             if self.cfg.baselines:
-                st["latent"].add_run({LATENT: lat.transpose(0, 2, 3, 1)}, y)
-                st["shuffled"].add_run(self._shuffled_acts(p, lat, ts), y)
+                if "latent" in st:
+                    st["latent"].add_run({LATENT: lat.transpose(0, 2, 3, 1)}, y)
+                if "shuffled" in st:
+                    st["shuffled"].add_run(self._shuffled_acts(p, lat, ts), y)
+                if "prior" in st:
+                    st["prior"].add_run({PRIOR: prior_features(len(lat))}, y)
             done.add(p.index)
             if time.time() - last > 60:
                 self._save_stats(st, f, done, done_f)
@@ -190,9 +206,9 @@ class Experiment:
     def fit(self) -> dict[str, Probes]:
         tr, va = self._stats("train"), self._stats("val") if self.all_splits["val"] else None
         probes = {}
-        for k in ("real", "shuffled", "latent"):
-            if tr[k].images:
-                probes[k] = fit(tr[k], va[k] if va is not None else None)
+        for k in ("real", *BASELINES):
+            if k in tr and tr[k].images:
+                probes[k] = fit(tr[k], va.get(k) if va is not None else None)
                 probes[k].meta.update(bundle=self.b.name, property_order=list(PROPERTIES), kind=k,
                                       steps=self.cfg.steps, guidance=self.cfg.guidance)
         if self.dist.main:
@@ -222,6 +238,8 @@ class Experiment:
                     sources["latent probe"] = (probes["latent"], {LATENT: lat.transpose(0, 2, 3, 1)})
                 if "shuffled" in probes:
                     sources["shuffled-unet probe"] = (probes["shuffled"], self._shuffled_acts(p, lat, ts))
+                if "prior" in probes:
+                    sources["spatial-prior probe"] = (probes["prior"], {PRIOR: prior_features(len(lat))})
                 for src, (pr, a) in sources.items():
                     for layer, x in a.items():
                         pred = upsample(pr.predict(layer, x), H, W)  # (S, P, H, W)

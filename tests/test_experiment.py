@@ -9,9 +9,10 @@ from scipy import stats
 
 from conftest import cli
 from ldm_explore.backend.bundles import load_bundle
-from ldm_explore.backend.experiment import emergence_step, recognition_step, shuffled_unet
+from ldm_explore.backend.experiment import (PRIOR, SOURCES, emergence_step, prior_features, recognition_step,
+                                            shuffled_unet)
 from ldm_explore.backend.labels import targets
-from ldm_explore.backend.probes import Probes, upsample
+from ldm_explore.backend.probes import ProbeStats, Probes, area_average, fit, upsample
 from ldm_explore.backend.prompts import PromptSet
 from ldm_explore.cache.store import RunStore
 
@@ -47,7 +48,7 @@ def test_report_folder(report):
     d, summary = report
     out = d / "report"
     for f in ("summary.md", "summary.json", "metrics.csv", "metrics.json", "probes-real.safetensors",
-              "probes-shuffled.safetensors", "probes-latent.safetensors"):
+              "probes-shuffled.safetensors", "probes-latent.safetensors", "probes-prior.safetensors"):
         assert (out / f).exists(), f
     for prop in ("mask", "depth", "shading"):
         from PIL import Image
@@ -55,10 +56,11 @@ def test_report_folder(report):
         assert Image.open(out / f"curves-{prop}.png").size[0] > 300
         assert Image.open(out / f"heatmap-{prop}.png").size[0] > 300
         p = summary["properties"][prop]
-        assert set(p["curves"]) == {"probe", "off-the-shelf", "shuffled-unet probe", "latent probe"}
+        assert set(p["curves"]) == set(SOURCES)
         assert all(len(v) == 15 for v in p["curves"].values())
+        assert len(set(p["curves"]["spatial-prior probe"])) == 1  # the same prediction at every step
     rows = list(csv.DictReader(open(out / "metrics.csv")))
-    assert {r["source"] for r in rows} == {"probe", "off-the-shelf", "shuffled-unet probe", "latent probe"}
+    assert {r["source"] for r in rows} == set(SOURCES)
     assert {r["metric"] for r in rows} == {"dice", "spearman", "pearson"}
     assert all(r["n"] == "3" for r in rows)  # 3 test images
     probes = Probes.load(out / "probes-real.safetensors")
@@ -85,6 +87,24 @@ def test_scores_match_an_independent_recomputation(report):
            and r["property"] == "depth" and r["metric"] == "spearman" and r["step"] == "7"][0]
     assert float(row["mean"]) == pytest.approx(np.mean(per_image), abs=1e-5)
     assert float(row["std"]) == pytest.approx(np.std(per_image), abs=1e-5)
+
+
+def test_spatial_prior_probe_is_the_train_mean_map(report):
+    """The prior baseline, fitted without penalty from its checkpointed statistics, predicts the per-cell mean of
+    the training targets, computed here directly from the stored final images."""
+    d, _ = report
+    b = load_bundle("toyworld")
+    store = RunStore(d / "store")
+    train = [p for p in PromptSet.read(b.prompts) if p.split == "train"][:3]
+    maps = []
+    for p in train:
+        key = [k for k in store.entries() if k.prompt_index == p.index][0]
+        maps.append(area_average(targets(b.estimators, store.get(key).final), 16, 16))
+    want = np.mean(maps, 0)  # (P, 16, 16)
+    st = ProbeStats.load(d / "report" / "checkpoint" / "stats-train-prior.safetensors")
+    got = fit(st, None, alpha=1e-9).predict(PRIOR, prior_features(15))  # (S, P, 16, 16)
+    assert st.images == 3
+    np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), atol=1e-4)
 
 
 def test_rerun_resumes_without_recomputing(report):
