@@ -36,7 +36,7 @@ def prior_features(steps: int, n: int = PRIOR_GRID) -> np.ndarray:
     """(steps, n, n, n*n) one-hot position features. A ridge probe on them predicts each cell's training mean
     (shrunk to the global mean): the spatial prior a probe must beat before it can claim to read the scene."""
     eye = np.eye(n * n, dtype=np.float32).reshape(n, n, n * n)
-    return np.broadcast_to(eye, (steps, n, n, n * n))
+    return np.repeat(eye[None], steps, 0)  # a real array: torch warns on the read-only broadcast view
 
 
 def score(prop: str, pred: np.ndarray, target: np.ndarray) -> dict[str, list[float]]:
