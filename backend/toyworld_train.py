@@ -179,6 +179,15 @@ def _lr(step, base, warmup=200, total=None, floor=0.1):
 # --------------------------------------------------------------------------------------------------
 # stages
 
+def _weighted_rec(y, x, w):
+    """The VAE's reconstruction loss: L1 + L2, object pixels weighted by ``w``; images in [-1, 1]."""
+    return (w * (y - x).abs()).mean() + (w * (y - x) ** 2).mean()
+
+
+def _psnr(y, x) -> float:
+    return float(-10 * torch.log10(((y.detach().clamp(-1, 1) - x) ** 2).mean() / 4))
+
+
 def make_vae():
     from diffusers import AutoencoderKL
 
@@ -210,15 +219,14 @@ def train_vae(workdir: Path, data, steps: int, minutes=None, batch: int = 16, cr
         post = vae.encode(x).latent_dist
         z = post.sample()
         y = vae.decode(z).sample
-        rec = (w * (y - x).abs()).mean() + (w * (y - x) ** 2).mean()
+        rec = _weighted_rec(y, x, w)
         kl = post.kl().mean() / z[0].numel()
         loss = rec + 1e-4 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-        psnr = -10 * torch.log10(((y.clamp(-1, 1) - x) ** 2).mean() / 4)
-        return {"loss": loss.item(), "kl": kl.item(), "psnr": psnr.item()}
+        return {"loss": loss.item(), "kl": kl.item(), "psnr": _psnr(y, x)}
 
     return _loop(st, steps, minutes, body), vae
 
@@ -253,13 +261,12 @@ def train_decoder(workdir: Path, data, steps: int, minutes=None, batch: int = 32
         x = torch.from_numpy(rgb[idx]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
         w = 1 + 4 * torch.from_numpy(mask[idx]).to(device).float()[:, None]
         y = vae.decode(z).sample
-        loss = (w * (y - x).abs()).mean() + (w * (y - x) ** 2).mean() + _grad_l1(y, x, w)
+        loss = _weighted_rec(y, x, w) + _grad_l1(y, x, w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
         opt.step()
-        psnr = -10 * torch.log10(((y.detach().clamp(-1, 1) - x) ** 2).mean() / 4)
-        return {"loss": loss.item(), "psnr": psnr.item()}
+        return {"loss": loss.item(), "psnr": _psnr(y, x)}
 
     return _loop(st, steps, minutes, body), vae
 
