@@ -163,6 +163,14 @@ class Experiment:
                 self._shuffled(torch.cat([x, x]), torch.tensor(t, device=dev), encoder_hidden_states=emb)
         return {n: rec.stacked(n)[:, 0].numpy() for n in rec.layer_names}
 
+    def _baseline_acts(self, kind: str, prompt: Prompt, latents: np.ndarray, timesteps) -> dict[str, np.ndarray]:
+        """A baseline's "activations" for one run: the shuffled UNet's, the latent x_t, or the prior's positions."""
+        if kind == "shuffled":
+            return self._shuffled_acts(prompt, latents, timesteps)
+        if kind == "latent":
+            return {LATENT: latents.transpose(0, 2, 3, 1)}
+        return {PRIOR: prior_features(len(latents))}
+
     # --- phases ----------------------------------------------------------------------------------
     def _stats(self, split: str) -> dict[str, ProbeStats]:
         """Statistics of one split for the real probes and the baselines; resumes from its checkpoint."""
@@ -179,12 +187,9 @@ class Experiment:
             y = targets(self.b.estimators, final)
             st["real"].add_run(acts, y)
             if self.cfg.baselines:
-                if "latent" in st:
-                    st["latent"].add_run({LATENT: lat.transpose(0, 2, 3, 1)}, y)
-                if "shuffled" in st:
-                    st["shuffled"].add_run(self._shuffled_acts(p, lat, ts), y)
-                if "prior" in st:
-                    st["prior"].add_run({PRIOR: prior_features(len(lat))}, y)
+                for k in BASELINES:
+                    if k in st:
+                        st[k].add_run(self._baseline_acts(k, p, lat, ts), y)
             done.add(p.index)
             if time.time() - last > 60:
                 self._save_stats(st, f, done, done_f)
@@ -234,12 +239,9 @@ class Experiment:
                 H, W = y.shape[-2:]
                 rec = {"index": p.index, "scores": {}}
                 sources = {"probe": (probes["real"], acts)}
-                if "latent" in probes:
-                    sources["latent probe"] = (probes["latent"], {LATENT: lat.transpose(0, 2, 3, 1)})
-                if "shuffled" in probes:
-                    sources["shuffled-unet probe"] = (probes["shuffled"], self._shuffled_acts(p, lat, ts))
-                if "prior" in probes:
-                    sources["spatial-prior probe"] = (probes["prior"], {PRIOR: prior_features(len(lat))})
+                for k, src in BASELINES.items():
+                    if k in probes:
+                        sources[src] = (probes[k], self._baseline_acts(k, p, lat, ts))
                 for src, (pr, a) in sources.items():
                     for layer, x in a.items():
                         pred = upsample(pr.predict(layer, x), H, W)  # (S, P, H, W)

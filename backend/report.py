@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .experiment import LATENT, PRIMARY, PRIOR, emergence_step, recognition_step
+from .experiment import BASELINES, LATENT, PRIMARY, PRIOR, emergence_step, recognition_step
 from .probes import PROPERTIES
 
 
@@ -62,10 +62,9 @@ def write_report(out: Path, rows: list[dict], probes: dict, layer_names: dict[st
         if "shuffled" in probes:
             sb = best_layer(probes["shuffled"], prop)
             curves["shuffled-unet probe"] = agg[("shuffled-unet probe", sb, prop, m)][0]
-        if "latent" in probes:
-            curves["latent probe"] = agg[("latent probe", LATENT, prop, m)][0]
-        if "prior" in probes:
-            curves["spatial-prior probe"] = agg[("spatial-prior probe", PRIOR, prop, m)][0]
+        for k, layer in (("latent", LATENT), ("prior", PRIOR)):  # baselines with a single "layer"
+            if k in probes:
+                curves[BASELINES[k]] = agg[(BASELINES[k], layer, prop, m)][0]
         summary["properties"][prop] = {
             "metric": m, "best_layer": bl, "best_layer_name": layer_names.get(bl, bl),
             "emergence_step": {k: emergence_step(v) for k, v in curves.items()},
@@ -116,7 +115,7 @@ def summary_text(summary: dict, S: int) -> str:
                      f"emerges at step {e['probe']} (stays >= 90% of its final value).")
         lines.append(f"- Off-the-shelf model on the decoded image: {d['first_step']['off-the-shelf']:.3f} at step 0, "
                      f"emerges at step {e['off-the-shelf']}.")
-        for k in ("shuffled-unet probe", "latent probe", "spatial-prior probe"):
+        for k in BASELINES.values():
             if k in d["final"]:
                 lines.append(f"- Baseline, {k}: {d['first_step'][k]:.3f} at step 0, {d['final'][k]:.3f} at the last step.")
         lines.append("")

@@ -179,6 +179,19 @@ def _lr(step, base, warmup=200, total=None, floor=0.1):
 # --------------------------------------------------------------------------------------------------
 # stages
 
+def _vae_batch(data, idx, device: str = "cpu"):
+    """Images in [-1, 1] and their loss weights (object pixels 5x, so colours survive: the feasibility run lost
+    them), as the VAE and decoder stages train on them."""
+    x = torch.from_numpy(data["rgb"][idx]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    w = 1 + 4 * torch.from_numpy(data["mask"][idx]).to(device).float()[:, None]
+    return x, w
+
+
+def _decoder_part(vae) -> torch.nn.ModuleDict:
+    """What the decoder stage trains and checkpoints: everything after the latent."""
+    return torch.nn.ModuleDict({"post_quant_conv": vae.post_quant_conv, "decoder": vae.decoder})
+
+
 def _weighted_rec(y, x, w):
     """The VAE's reconstruction loss: L1 + L2, object pixels weighted by ``w``; images in [-1, 1]."""
     return (w * (y - x).abs()).mean() + (w * (y - x) ** 2).mean()
@@ -196,23 +209,19 @@ def make_vae():
 
 def train_vae(workdir: Path, data, steps: int, minutes=None, batch: int = 16, crop_share: float = 0.6,
               device: str = "cpu"):
-    """32x32 crops (batch x4) for the first ``crop_share`` of steps, then full 64x64 images; object pixels
-    weighted 4x so colours survive (the feasibility run lost them)."""
+    """32x32 crops (batch x4) for the first ``crop_share`` of steps, then full 64x64 images."""
     torch.manual_seed(1)
     vae = make_vae().to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     st = Stage(workdir, "vae", {"vae": vae}, opt)
-    rgb, mask = data["rgb"], data["mask"]
-    n = len(rgb)
+    n = len(data["rgb"])
     rng = np.random.default_rng(st.step + 1)
 
     def body(step):
         for g in opt.param_groups:
             g["lr"] = _lr(step, 1e-3, total=steps)
         crop = step < crop_share * steps
-        idx = rng.integers(0, n, batch * 4 if crop else batch)
-        x = torch.from_numpy(rgb[idx]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-        w = 1 + 4 * torch.from_numpy(mask[idx]).to(device).float()[:, None]
+        x, w = _vae_batch(data, rng.integers(0, n, batch * 4 if crop else batch), device)
         if crop:
             i, j = rng.integers(0, 33, 2)
             x, w = x[..., i:i + 32, j:j + 32], w[..., i:i + 32, j:j + 32]
@@ -246,20 +255,18 @@ def train_decoder(workdir: Path, data, steps: int, minutes=None, batch: int = 32
     vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
     lat, _ = encode_latents(workdir, vae, data)
     vae.to(device)
-    dec = torch.nn.ModuleDict({"post_quant_conv": vae.post_quant_conv, "decoder": vae.decoder})
+    dec = _decoder_part(vae)
     opt = torch.optim.AdamW(dec.parameters(), lr=3e-4, weight_decay=0.0)
     st = Stage(workdir, "decoder", {"decoder": dec}, opt)
-    rgb, mask = data["rgb"], data["mask"]
     rng = np.random.default_rng(st.step + 4)
     dec.train()
 
     def body(step):
         for g in opt.param_groups:
             g["lr"] = _lr(step, 3e-4, warmup=50, total=steps)
-        idx = rng.integers(0, len(rgb), batch)
+        idx = rng.integers(0, len(lat), batch)
         z = torch.from_numpy(lat[idx].astype(np.float32)).to(device)
-        x = torch.from_numpy(rgb[idx]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-        w = 1 + 4 * torch.from_numpy(mask[idx]).to(device).float()[:, None]
+        x, w = _vae_batch(data, idx, device)
         y = vae.decode(z).sample
         loss = _weighted_rec(y, x, w) + _grad_l1(y, x, w)
         opt.zero_grad(set_to_none=True)
@@ -275,8 +282,7 @@ def load_vae(workdir: Path):
     """The VAE as trained, with the fine-tuned decoder where the decoder stage has run."""
     vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
     if (workdir / "decoder" / "ckpt.pt").exists():
-        dec = torch.nn.ModuleDict({"post_quant_conv": vae.post_quant_conv, "decoder": vae.decoder})
-        _, s = load_stage_module(workdir, "decoder", "decoder", dec)
+        _, s = load_stage_module(workdir, "decoder", "decoder", _decoder_part(vae))
         return vae, s["step"]
     return vae, 0
 
