@@ -12,6 +12,14 @@ from pathlib import Path
 from .errors import UserError
 
 
+def _at_least_one(args, *flags: str) -> None:
+    """A count given on the command line (``--batch-size``, ``-n``) below 1 is a one-line error naming the flag."""
+    for flag in flags:
+        v = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if v is not None and v < 1:
+            raise UserError(f"{flag} {v}: must be at least 1")
+
+
 def _add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", required=required, metavar="PATH|HUB_ID",
                    help="'toyworld', a diffusers StableDiffusionPipeline folder, or a hub id (hub ids come from "
@@ -218,10 +226,7 @@ def cmd_generate(args) -> int:
     from .prompts import PromptSet
     from .runner import generate_into_store
 
-    if args.steps < 1:
-        raise UserError(f"--steps {args.steps}: must be at least 1")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
+    _at_least_one(args, "--steps", "--batch-size", "--limit")
     prompts = PromptSet.read(args.prompts).select(args.split, args.limit)
     store = RunStore(args.cache, on_corrupt=lambda m: Console(stderr=True).print(f"[yellow]warning:[/] {m}"))
     from .bundles import resolve_model
@@ -282,6 +287,7 @@ def cmd_experiment(args) -> int:
 
     from .distributed import Dist
 
+    _at_least_one(args, "--steps", "--batch-size", "--per-split")
     con = Console(stderr=True)
     dist = Dist()
     device = str(dist.state.device) if dist.state is not None and args.device == "auto" else args.device
@@ -392,9 +398,7 @@ def cmd_toyworld(args) -> int:
     from . import toyworld_train as T
 
     if args.tw_command == "train":
-        for name, v in (("--procs", args.procs), ("--n-train", args.n_train)):
-            if v < 1:
-                raise UserError(f"{name} {v}: must be at least 1")
+        _at_least_one(args, "--procs", "--n-train")
         if args.minutes is not None and args.minutes <= 0:
             raise UserError(f"--minutes {args.minutes:g}: must be more than 0")
         stages = args.stage or list(T.STAGES)
@@ -413,6 +417,8 @@ def cmd_toyworld(args) -> int:
         T.run(Path(args.workdir) if args.workdir else None, stages, steps or None, args.minutes, args.n_train,
               procs=args.procs, out=out or T.tw.BUNDLE_DIR, device=str(pick_device(args.device)))
         return 0
+    _at_least_one(args, *{"prompts": ["-n"], "samples": ["-n"], "evaluate": ["--n-renders", "--n-prompts"]}
+                  [args.tw_command])
     if args.tw_command == "prompts":
         print(T.write_prompt_file(Path(args.out), args.n))
         return 0

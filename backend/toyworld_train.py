@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import toyworld as tw
+from .errors import UserError
 from .scenes import render_seed
 
 TRAIN_SEED0 = 0  # training scenes: seeds 0 .. n-1
@@ -359,8 +360,17 @@ def train_classifier(workdir: Path, data, steps: int, minutes=None, batch: int =
     return _loop(st, steps, minutes, body), net
 
 
+def load_checkpoint(workdir: Path, stage: str) -> dict:
+    """A finished (or paused) stage's checkpoint, which a later stage builds on; a one-line error if there is none."""
+    f = workdir / stage / "ckpt.pt"
+    if not f.exists():
+        raise UserError(f"{f}: no checkpoint of the {stage} stage: run `ldm-explore toyworld train --stage {stage}` "
+                        f"(with the same --workdir) first")
+    return torch.load(f, map_location="cpu", weights_only=False)
+
+
 def load_stage_module(workdir: Path, stage: str, key: str, module):
-    s = torch.load(workdir / stage / "ckpt.pt", map_location="cpu", weights_only=False)
+    s = load_checkpoint(workdir, stage)
     module.load_state_dict(s["modules"][key])
     return module, s
 
@@ -486,7 +496,7 @@ def export_bundle(workdir: Path, out: Path = tw.BUNDLE_DIR) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tok = tw.make_tokenizer(workdir / "tokenizer")
     vae, decoder_steps = load_vae(workdir)
-    s = torch.load(workdir / "unet" / "ckpt.pt", map_location="cpu", weights_only=False)
+    s = load_checkpoint(workdir, "unet")
     vae.register_to_config(scaling_factor=float(s["extra"]["scale"]))
     unet, te = make_unet(), make_text_encoder(tok)
     unet.load_state_dict(s["modules"]["ema_unet"])

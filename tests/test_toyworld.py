@@ -144,6 +144,21 @@ def test_train_every_stage_resume_and_export(tmp_path):
                      (["--minutes", "-1"], "--minutes -1: must be more than 0")):
         r = cli("toyworld", "train", "--workdir", w, *bad)
         assert r.returncode == 2 and r.stderr.strip() == f"ldm-explore: error: {msg}", r.stderr
+    # a stage whose input stage never ran: one line naming the missing checkpoint and the command to run
+    r = cli("toyworld", "train", "--workdir", tmp_path / "empty", "--n-train", 4, "--procs", 1, "--stage", "decoder")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"ldm-explore: error: {tmp_path / 'empty' / 'vae' / 'ckpt.pt'}: no checkpoint of the vae stage: run "
+        f"`ldm-explore toyworld train --stage vae` (with the same --workdir) first"), r.stderr
+    # counts below 1, in every command that takes one
+    for args, msg in ((["toyworld", "evaluate", "--n-renders", "0"], "--n-renders 0"),
+                      (["toyworld", "evaluate", "--n-prompts", "-1"], "--n-prompts -1"),
+                      (["toyworld", "samples", "-n", "0"], "-n 0"),
+                      (["experiment", "run", "--bundle", "toyworld", "--per-split", "0"], "--per-split 0"),
+                      (["experiment", "run", "--bundle", "toyworld", "--batch-size", "0"], "--batch-size 0"),
+                      (["generate", "--model", "toyworld", "--prompts", "x.csv", "--limit", "0"], "--limit 0"),
+                      (["generate", "--model", "toyworld", "--prompts", "x.csv", "--steps", "0"], "--steps 0")):
+        r = cli(*args)
+        assert r.returncode == 2 and r.stderr.strip() == f"ldm-explore: error: {msg}: must be at least 1", r.stderr
     # a background run is stopped with SIGTERM: the stage writes its checkpoint and the command exits 130
     exe = Path(sys.executable).with_name("ldm-explore")
     proc = subprocess.Popen([str(exe), "toyworld", "train", "--workdir", str(w), "--n-train", "64", "--procs", "1",
