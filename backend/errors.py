@@ -1,10 +1,14 @@
 """Errors a user can act on.
 
-Every error the CLI and the TUI show to a user derives from :class:`UserError`: its message is one line
-that names the file, line, field or model at fault.  The CLI prints it without a traceback and exits 2.
+Every error the CLI and the TUI show to a user is one of :data:`USER_ERRORS`: :class:`UserError` and its
+subclasses, and the run store's own :class:`StoreError` (the store depends on nothing of the backend). Its
+message is one line that names the file, line, field or model at fault. The CLI prints it without a
+traceback and exits 2.
 """
 
 from __future__ import annotations
+
+from ldm_explore.cache.errors import CorruptEntryError, StoreError
 
 
 class UserError(Exception):
@@ -33,9 +37,5 @@ class ModelNotFoundError(UserError):
     """A model that is neither a local folder nor in the Hugging Face cache."""
 
 
-class StoreError(UserError):
-    """A run store that cannot be used (unwritable folder, foreign files)."""
-
-
-class CorruptEntryError(Exception):
-    """A run-store entry whose files do not match its manifest (truncated, edited, half-written)."""
+USER_ERRORS = (UserError, StoreError)
+__all__ = ["UserError", "PromptFileError", "ModelNotFoundError", "StoreError", "CorruptEntryError", "USER_ERRORS"]

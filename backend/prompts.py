@@ -82,6 +82,13 @@ class PromptSet(Sequence[Prompt]):
             raise PromptFileError(self.path or "<prompts>", f"no prompts in split '{split}' (splits: {have})")
         return PromptSet(ps[:limit] if limit else ps, self.path, self.format)
 
+    def per_split(self, n: int) -> "PromptSet":
+        """The first ``n`` prompts of each split, train, val and test in that order."""
+        keep = []
+        for split in ("train", "val", "test"):
+            keep += [p for p in self._prompts if p.split == split][:n]
+        return PromptSet(keep, self.path, self.format)
+
     @classmethod
     def read(cls, path: str | Path) -> "PromptSet":
         path = Path(path)
@@ -103,6 +110,11 @@ class PromptSet(Sequence[Prompt]):
         if not prompts:
             raise PromptFileError(path, "empty file: no prompts")
         return cls(prompts, str(path), fmt)
+
+
+def read_prompts(path: str | Path) -> PromptSet:
+    """Read and validate a prompt file (see :meth:`PromptSet.read`)."""
+    return PromptSet.read(path)
 
 
 def _decode(path: Path, raw: bytes) -> str:

@@ -22,7 +22,7 @@ def main():
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     if a.model is None:
-        from ldm_explore.backend.tiny import build_tiny_pipeline
+        from ldm_explore.backend.pipeline.fixtures import build_tiny_pipeline
 
         build_tiny_pipeline(tmp / "model", sample_size=16, channels=(32, 64, 64))
         a.model = str(tmp / "model")

@@ -31,13 +31,15 @@ def main():
     a = ap.parse_args()
 
     from ldm_explore.backend.bundles import load_bundle
-    from ldm_explore.backend.experiment import PRIMARY
-    from ldm_explore.backend.labels import targets
-    from ldm_explore.backend.metrics import dice_rows, pearson_rows, spearman_rows
-    from ldm_explore.backend.probes import PROPERTIES, ProbeStats, fit, upsample
+    from ldm_explore.backend.probing import properties
+    from ldm_explore.backend.probing.labels import targets
+    from ldm_explore.backend.probing.metrics import primary
+    from ldm_explore.backend.probing.properties import NAMES as PROPERTIES
+    from ldm_explore.backend.probing.ridge import fit, upsample
+    from ldm_explore.backend.probing.stats import ProbeStats
     from ldm_explore.backend.prompts import PromptSet
-    from ldm_explore.backend.runner import run_key
-    from ldm_explore.backend.generation import GenerationSettings
+    from ldm_explore.backend.pipeline.runner import run_key
+    from ldm_explore.backend.pipeline.generate import GenerationSettings
     from ldm_explore.cache.store import RunStore
 
     b = load_bundle("toyworld")
@@ -75,16 +77,11 @@ def main():
     rng = np.random.default_rng(a.seed)
     pairs = [(layers[i], int(j)) for i, j in zip(rng.integers(0, len(layers), a.sample), rng.integers(0, S, a.sample))]
 
-    def score(prop, pred, y):
-        if prop == "mask":
-            return dice_rows(pred > 0.5, y > 0.5)
-        return spearman_rows(pred, y) if prop == "depth" else pearson_rows(pred, y)
-
     def test_metric(predict_fn, layer, step, k, prop):
         vals = []
         for acts, y in test:
             pred = predict_fn(acts[layer][step])  # (H, W)
-            vals.append(score(prop, pred[None], y[k])[0])
+            vals.append(primary(prop, pred[None], y[k])[0])
         return float(np.mean(vals))
 
     # --- the studies' method on the sample
@@ -104,7 +101,8 @@ def main():
                     out = lin(X[idx]).permute(0, 3, 1, 2)  # (B,1,h,w)
                     out = F.interpolate(out, size=Y.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
                     tgt = Y[idx, k]
-                    loss = F.binary_cross_entropy_with_logits(out, tgt) if prop == "mask" else F.huber_loss(out, tgt)
+                    binary = properties.get(prop).binary
+                    loss = F.binary_cross_entropy_with_logits(out, tgt) if binary else F.huber_loss(out, tgt)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -114,7 +112,7 @@ def main():
                 with torch.no_grad():
                     o = lin(torch.from_numpy(x.astype(np.float32))[None]).permute(0, 3, 1, 2)
                     o = F.interpolate(o, size=(64, 64), mode="bilinear", align_corners=False)[0, 0]
-                    return (torch.sigmoid(o) if prop == "mask" else o).numpy()
+                    return (torch.sigmoid(o) if properties.get(prop).binary else o).numpy()
 
             def ridge_pred(x, layer=layer, step=step, k=k):
                 return upsample(probes.predict(layer, x[None], steps=[step])[0, k], 64, 64)
@@ -128,13 +126,13 @@ def main():
     print(f"studies' method (Adam, {a.epochs} epochs, batch 4): {per_probe:.2f} s per probe on a sample of "
           f"{len(pairs) * 3} probes, scaled to all {n_probes}: {t_adam_all:.0f} s")
     print(f"speed-up: {t_adam_all / t_ridge:.0f}x (target >= 100x)")
-    print(f"\n{'layer':60s} step property   {'ridge':>7s} {'adam':>7s}  (test {', '.join(PRIMARY.values())})")
+    print(f"\n{'layer':60s} step property   {'ridge':>7s} {'adam':>7s}  (test {', '.join(properties.get(p).metric for p in PROPERTIES)})")
     for layer, step, prop, r, ad in rows:
         print(f"{layer:60s} {step:4d} {prop:9s} {r:7.3f} {ad:7.3f}")
     for prop in PROPERTIES:
         r = np.mean([x[3] for x in rows if x[2] == prop])
         ad = np.mean([x[4] for x in rows if x[2] == prop])
-        print(f"mean over the sample, {prop} ({PRIMARY[prop]}): ridge {r:.3f}, studies' method {ad:.3f}")
+        print(f"mean over the sample, {prop} ({properties.get(prop).metric}): ridge {r:.3f}, studies' method {ad:.3f}")
 
 
 if __name__ == "__main__":

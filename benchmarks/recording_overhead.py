@@ -21,9 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from ldm_explore.backend.generation import GenerationSettings, generate, load_pipeline
+from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
+from ldm_explore.backend.pipeline.loading import load_pipeline
 from ldm_explore.backend.prompts import Prompt
-from ldm_explore.backend.recorder import SELF_ATTENTION_PATTERN, match_layers
+from ldm_explore.backend.pipeline.recorder import SELF_ATTENTION_PATTERN, match_layers
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     a = ap.parse_args()
     tmp = None
     if a.model is None:
-        from ldm_explore.backend.tiny import build_tiny_pipeline
+        from ldm_explore.backend.pipeline.fixtures import build_tiny_pipeline
 
         tmp = tempfile.TemporaryDirectory()
         build_tiny_pipeline(tmp.name, sample_size=a.sample_size, channels=(32, 64, 64))

@@ -34,10 +34,9 @@ def main():
     import textual_image.widget  # noqa: F401
     from textual import events
 
-    from ldm_explore.backend.session import ExplorerSession
+    from ldm_explore.backend.explore.session import ExplorerSession
     from ldm_explore.tui.app import ExplorerApp
-    from ldm_explore.tui.view import StepView
-    from ldm_explore.tui.widgets import PromptTable
+    from ldm_explore.tui.widgets import PromptTable, StepView
 
     class TimedApp(ExplorerApp):
         frames: list = []
@@ -61,7 +60,7 @@ def main():
                 await pilot.pause(0.05)
             loaded = time.perf_counter() - T_START
             await pilot.press("enter")
-            while app.analysis is None:
+            while app.main.analysis is None:
                 await pilot.pause(0.05)
             await pilot.press("home")
             await pilot.pause(0.3)

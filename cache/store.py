@@ -33,7 +33,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ldm_explore.backend.errors import CorruptEntryError, StoreError
+from .errors import CorruptEntryError, StoreError
 
 FORMAT = "ldm-explore-store"
 VERSION = 1
@@ -155,6 +155,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RunStore:
+    """The run store in folder ``root`` (default: the user cache dir, or ``LDM_EXPLORE_CACHE``): ``put`` a run,
+    ``get`` it back by its :class:`RunKey`, ``entries`` lists what is there. Safe to share between processes."""
+
     def __init__(self, root: str | os.PathLike | None = None, on_corrupt=None):
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.on_corrupt = on_corrupt or (lambda msg: warnings.warn(msg, stacklevel=3))

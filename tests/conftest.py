@@ -23,7 +23,7 @@ def cli(*args, cwd=None, env=None, timeout=300):
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    from ldm_explore.backend.tiny import build_tiny_pipeline
+    from ldm_explore.backend.pipeline.fixtures import build_tiny_pipeline
 
     d = tmp_path_factory.mktemp("tiny-ddim")
     build_tiny_pipeline(d, scheduler="ddim")
@@ -32,7 +32,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_pndm(tmp_path_factory):
-    from ldm_explore.backend.tiny import build_tiny_pipeline
+    from ldm_explore.backend.pipeline.fixtures import build_tiny_pipeline
 
     d = tmp_path_factory.mktemp("tiny-pndm")
     build_tiny_pipeline(d, scheduler="pndm")

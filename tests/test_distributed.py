@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from conftest import cli
-from ldm_explore.backend.probes import Probes
+from ldm_explore.backend.probing.ridge import Probes
 
 
 def free_port() -> int:
@@ -38,7 +38,7 @@ def test_two_processes_fit_what_one_fits(tmp_path):
     assert a.meta["train_images"] == b.meta["train_images"] == 3
     # the statistics the processes all-reduce add up to the single process's; the runs themselves differ in
     # the last bits (one process uses 2 threads, the two use 1 each; activations are kept as float16)
-    from ldm_explore.backend.probes import ProbeStats
+    from ldm_explore.backend.probing.stats import ProbeStats
 
     whole = ProbeStats.load(tmp_path / "one" / "checkpoint" / "stats-train-real.safetensors")
     parts = ProbeStats.load(ck / "stats-train-real-rank0of2.safetensors").merge(

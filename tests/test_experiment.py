@@ -9,10 +9,11 @@ from scipy import stats
 
 from conftest import cli
 from ldm_explore.backend.bundles import load_bundle
-from ldm_explore.backend.experiment import (PRIOR, SOURCES, emergence_step, prior_features, recognition_step,
-                                            shuffled_unet)
-from ldm_explore.backend.labels import targets
-from ldm_explore.backend.probes import ProbeStats, Probes, area_average, fit, upsample
+from ldm_explore.backend.experiment.baselines import PRIOR, SOURCES, prior_features, shuffled_unet
+from ldm_explore.backend.probing.emergence import emergence_step, recognition_step
+from ldm_explore.backend.probing.labels import targets
+from ldm_explore.backend.probing.ridge import Probes, fit, upsample
+from ldm_explore.backend.probing.stats import ProbeStats, area_average
 from ldm_explore.backend.prompts import PromptSet
 from ldm_explore.cache.store import RunStore
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ldm_explore.backend.metrics import dice, dice_rows, pearson, pearson_rows, spearman, spearman_rows
+from ldm_explore.backend.probing.metrics import dice, dice_rows, pearson, pearson_rows, spearman, spearman_rows
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from ldm_explore.backend.probes import PROPERTIES, ProbeStats, area_average, fit, ridge_path, sse, upsample
+from ldm_explore.backend.probing.properties import NAMES as PROPERTIES
+from ldm_explore.backend.probing.ridge import fit, ridge_path, sse, upsample
+from ldm_explore.backend.probing.stats import ProbeStats, area_average
 
 
 def synthetic(n_img, S=3, h=4, w=4, c=6, H=16, seed=0):
@@ -94,7 +96,7 @@ def test_statistics_add_up_across_shards(tmp_path):
     pw, pm = fit(whole), fit(merged)
     np.testing.assert_allclose(pw.W["L"], pm.W["L"], rtol=1e-9)
     pw.save(tmp_path / "p.safetensors")
-    from ldm_explore.backend.probes import Probes
+    from ldm_explore.backend.probing.ridge import Probes
 
     back = Probes.load(tmp_path / "p.safetensors")
     np.testing.assert_allclose(back.W["L"], pw.W["L"].astype(np.float32))

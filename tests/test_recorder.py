@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from ldm_explore.backend.generation import GenerationSettings, generate, load_pipeline, to_uint8
-from ldm_explore.backend.layers import self_attention_layers
+from ldm_explore.backend.pipeline.generate import GenerationSettings, generate, to_uint8
+from ldm_explore.backend.pipeline.loading import load_pipeline
+from ldm_explore.backend.pipeline.layers import self_attention_layers
 from ldm_explore.backend.prompts import Prompt
-from ldm_explore.backend.recorder import Recorder, match_layers
+from ldm_explore.backend.pipeline.recorder import Recorder, match_layers
 
 PROMPTS = [Prompt(0, "a red cube left of a blue sphere", 11), Prompt(1, "a green cone", 12)]
 ALL = ("*attn1.to_out.0",)

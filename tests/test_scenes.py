@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ldm_explore.backend.scenes import (CLASSES, Obj, class_index, project, render, render_seed, sample_scene,
+from ldm_explore.backend.toyworld.scenes import (CLASSES, Obj, class_index, project, render, render_seed, sample_scene,
                                         simple_scene, vocabulary)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from conftest import cli
 from ldm_explore.backend.errors import ModelNotFoundError
-from ldm_explore.backend.sd14 import DPTDepth, VGG16Classifier, inventory
+from ldm_explore.backend.bundles.sd14 import DPTDepth, VGG16Classifier, inventory
 
 
 def test_inventory_offline_names_every_model_and_its_fetch_command(tmp_path, monkeypatch):
@@ -80,7 +80,7 @@ def test_tracer_loader_on_a_random_init_tracer(tmp_path, monkeypatch):
     pytest.importorskip("carvekit", reason="TRACER is the optional [sd] extra (make test installs it)")
     from carvekit.ml.wrap.tracer_b7 import TracerUniversalB7
 
-    from ldm_explore.backend.sd14 import TracerMask
+    from ldm_explore.backend.bundles.sd14 import TracerMask
 
     monkeypatch.setenv("CARVEKIT_CACHE", str(tmp_path / "carvekit"))
     with pytest.raises(ModelNotFoundError, match="TRACER weights are missing"):

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from ldm_explore.backend.generation import GenerationSettings, generate, load_pipeline
+from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
+from ldm_explore.backend.pipeline.loading import load_pipeline
 from ldm_explore.backend.prompts import Prompt, PromptSet
-from ldm_explore.backend.runner import generate_into_store, run_key
+from ldm_explore.backend.pipeline.runner import generate_into_store, run_key
 from ldm_explore.cache.store import RunStore
 
 LAYER = "mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0"

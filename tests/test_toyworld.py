@@ -15,14 +15,14 @@ import torch
 
 from conftest import cli
 from ldm_explore.backend.bundles import load_bundle
-from ldm_explore.backend.generation import GenerationSettings, generate, to_uint8
-from ldm_explore.backend.layers import self_attention_layers
-from ldm_explore.backend.metrics import dice, pearson, spearman
+from ldm_explore.backend.pipeline.generate import GenerationSettings, generate, to_uint8
+from ldm_explore.backend.pipeline.layers import self_attention_layers
+from ldm_explore.backend.probing.metrics import dice, pearson, spearman
 from ldm_explore.backend.prompts import PromptSet
-from ldm_explore.backend.scenes import CLASSES, vocabulary
-from ldm_explore.backend.toyworld import unknown_words
-from ldm_explore.backend.toyworld_eval import EVAL_SEED0, main_class_of
-from ldm_explore.backend.toyworld_train import render_many
+from ldm_explore.backend.toyworld.scenes import CLASSES, vocabulary
+from ldm_explore.backend.bundles.toyworld import unknown_words
+from ldm_explore.backend.toyworld.evaluate import EVAL_SEED0, main_class_of
+from ldm_explore.backend.toyworld.train import render_many
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldm_explore.backend.session import ExplorerSession
-from ldm_explore.tui.app import ExplorerApp, StepPreview
-from ldm_explore.tui.view import StepView
-from ldm_explore.tui.widgets import PromptTable, StepStrip
+from ldm_explore.backend.explore.session import ExplorerSession
+from ldm_explore.tui.app import ExplorerApp
+from ldm_explore.tui.messages import StepPreview
+from ldm_explore.tui.screens import MainScreen
+from ldm_explore.tui.widgets import PromptTable, StepStrip, StepView
 
 
 async def wait_for(pilot, cond, timeout=120.0):
@@ -26,7 +27,7 @@ async def wait_for(pilot, cond, timeout=120.0):
         await pilot.pause(0.05)
 
 
-class SpyApp(ExplorerApp):
+class SpyScreen(MainScreen):
     """Records the live step previews it is posted (Textual dispatches handlers through the class)."""
 
     def __init__(self, *a, **kw):
@@ -36,6 +37,10 @@ class SpyApp(ExplorerApp):
     def on_step_preview(self, msg: StepPreview) -> None:
         self.previews.append(msg.step)
         super().on_step_preview(msg)
+
+
+class SpyApp(ExplorerApp):
+    MAIN_SCREEN = SpyScreen
 
 
 def make_app(tmp_path, **kw):
@@ -53,11 +58,11 @@ def test_bindings_worker_and_export(tmp_path):
             assert "ready" in app.sub_title
             # run the first prompt: steps arrive live, then the analysed run
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.analysis is not None)
-            assert app.previews == list(range(15))  # every step posted as it came
+            await wait_for(pilot, lambda: app.main.analysis is not None)
+            assert app.main.previews == list(range(15))  # every step posted as it came
             v = app.query_one(StepView)
             assert v.step == 14 and app.query_one(StepStrip).filled == 15
-            assert v.layer in app.analysis.layers
+            assert v.layer in app.main.analysis.layers
             # keys: left / right / Home / End
             await pilot.press("left", "left")
             assert v.step == 12
@@ -82,23 +87,23 @@ def test_bindings_worker_and_export(tmp_path):
             assert v.view == "x0"
             await pilot.press("home")
             x0_first = np.asarray(app.query_one("#t-image .tile-image").image)
-            assert np.array_equal(x0_first, app.analysis.images["x0"][0])
+            assert np.array_equal(x0_first, app.main.analysis.images["x0"][0])
             await pilot.press("v")
             assert v.view == "xt"
             # l cycles through the fitted layers
             first = v.layer
             seen = {first}
-            for _ in range(len(app.analysis.layers) - 1):
+            for _ in range(len(app.main.analysis.layers) - 1):
                 await pilot.press("l")
                 seen.add(v.layer)
-            assert seen == set(app.analysis.layers)
+            assert seen == set(app.main.analysis.layers)
             await pilot.press("l")
             assert v.layer == first
             # ? opens help, escape closes it
             await pilot.press("question_mark")
             assert type(app.screen).__name__ == "HelpScreen"
             await pilot.press("escape")
-            assert type(app.screen).__name__ == "Screen"
+            assert app.screen is app.main
             # / focuses search, typing filters, Enter returns to the table
             await pilot.press("slash")
             assert app.focused.id == "search"
@@ -131,20 +136,20 @@ def test_cancel_on_prompt_switch_and_cache_hit(tmp_path):
             await wait_for(pilot, lambda: app.session.bundle is not None)
             ps = app.session.prompts
             first, second = ps[3], ps[4]
-            got = app.previews
-            app.start_run(first)
+            got = app.main.previews
+            app.main.start_run(first)
             await wait_for(pilot, lambda: len(got) >= 2)
-            app.start_run(second)  # switching cancels the running one
-            await wait_for(pilot, lambda: app.analysis is not None)
-            assert app.analysis.prompt.index == second.index
+            app.main.start_run(second)  # switching cancels the running one
+            await wait_for(pilot, lambda: app.main.analysis is not None)
+            assert app.main.analysis.prompt.index == second.index
             assert not app.session.is_cached(first)  # the cancelled run left nothing in the store
             assert app.session.is_cached(second)
             # revisiting a cached prompt is instant: no step previews, straight to the run
             got.clear()
-            app.analysis = None
+            app.main.analysis = None
             t0 = time.time()
-            app.start_run(second)
-            await wait_for(pilot, lambda: app.analysis is not None)
+            app.main.start_run(second)
+            await wait_for(pilot, lambda: app.main.analysis is not None)
             assert got == [] and time.time() - t0 < 5
             table = app.query_one(PromptTable)
             assert table.get_cell(str(second.index), "cached") == "✓"
@@ -161,10 +166,10 @@ def test_custom_prompt_names_unknown_words(tmp_path):
             app.query_one("#custom-seed").value = "7"
             app.query_one("#custom-prompt").focus()
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.analysis is not None)
+            await wait_for(pilot, lambda: app.main.analysis is not None)
             msgs = [n.message for n in app._notifications]
             assert any("shiny, teapot" in m for m in msgs), msgs
-            assert app.analysis.prompt.seed == 7
+            assert app.main.analysis.prompt.seed == 7
             # keys typed into an input are text, not commands
             app.query_one("#custom-prompt").focus()
             await pilot.press("q", "l")
@@ -195,7 +200,7 @@ def _ready_app(tmp_path):
     async def run_before(pilot):
         await wait_for(pilot, lambda: app.session.bundle is not None)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.analysis is not None)
+        await wait_for(pilot, lambda: app.main.analysis is not None)
         await pilot.press("home", "right", "right")
         await wait_for(pilot, lambda: not app._notifications, timeout=30)
         await pilot.pause(0.2)

@@ -1,253 +1,43 @@
-"""``ldm-explore``: the explorer. Science lives in ldm_explore.backend; this only lays it out."""
+"""``ldm-explore``: the explorer. Science lives in ldm_explore.backend; the screens in :mod:`.screens` lay it
+out, the widgets are in :mod:`.widgets`, and the workers' messages in :mod:`.messages`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.message import Message
-from textual.widgets import DataTable, Footer, Header, Input
+from textual.widgets import Input
 
-from .screens import ExportScreen, HelpScreen
-from .view import StepView
-from .widgets import PromptTable, SearchBox
-
-
-@dataclass
-class Loaded(Message):
-    error: str | None = None
-
-
-@dataclass
-class StepPreview(Message):
-    step: int
-    total: int
-    image: object
-
-
-@dataclass
-class RunReady(Message):
-    analysis: object
-    index: int
-
-
-@dataclass
-class RunFailed(Message):
-    error: str
+from .screens import HelpScreen, MainScreen
 
 
 class ExplorerApp(App):
     CSS_PATH = Path(__file__).parent / "explorer.tcss"
     TITLE = "ldm-explore"
     BINDINGS = [
-        Binding("left", "step(-1)", "step -", priority=True),
-        Binding("right", "step(1)", "step +", priority=True),
-        Binding("home", "step_to(0)", "first", priority=True, show=False),
-        Binding("end", "step_to(-1)", "last", priority=True, show=False),
-        Binding("slash", "search", "search"),
-        Binding("v", "toggle_view", "x_t/x0"),
-        Binding("l", "next_layer", "layer"),
-        Binding("e", "export", "export"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
     ]
+    MAIN_SCREEN = MainScreen
 
     def __init__(self, session, renderer: str = "auto", export_dir: Path | None = None):
         super().__init__()
         self.session = session
         self.renderer = renderer
         self.export_dir = export_dir or Path.cwd() / "ldm-explore-export"
-        self.analysis = None
-        self.running_index: int | None = None
+        self.main = self.MAIN_SCREEN(session, renderer, self.export_dir)
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        with Vertical(id="left"):
-            yield SearchBox(placeholder="/ search prompts", id="search")
-            yield PromptTable(id="prompts")
-            with Horizontal(id="custom"):
-                yield Input(placeholder="your prompt (Enter runs)", id="custom-prompt")
-                yield Input(placeholder="seed", id="custom-seed", type="integer")
-        with Vertical(id="right"):
-            yield StepView(self.renderer, id="view")
-        yield Footer()
+    def get_default_screen(self) -> MainScreen:
+        return self.main
 
-    def on_resize(self, event) -> None:
-        self._fit(event.size)
-
-    def _fit(self, size) -> None:
-        """Relayout for the terminal's size: a narrower prompt browser below 130 columns; below 40 rows the
-        legend and sparklines give their lines to the images and the table."""
-        self.screen.set_class(size.width < 130, "narrow")
-        self.screen.set_class(size.height < 40, "short")
-
-    # --- start-up: prompts at once, models in a worker --------------------------------------------
-    def on_mount(self) -> None:
-        self._fit(self.size)
-        self.sub_title = f"{self.session.bundle_name}: loading models…"
-        try:
-            ps = self.session.read_prompts()
-            self.query_one(PromptTable).fill(ps, set())
-        except Exception as e:  # a bad prompt file is a message, not a crash
-            self.notify(str(e), severity="error", timeout=15)
-        self.query_one(PromptTable).focus()
-        self.load_models()
-
-    @work(thread=True, exclusive=True, group="load")
-    def load_models(self) -> None:
-        try:
-            self.session.load()
-            self.post_message(Loaded())
-        except Exception as e:
-            self.post_message(Loaded(error=" ".join(str(e).split())))
-
-    def on_loaded(self, msg: Loaded) -> None:
-        if msg.error:
-            self.sub_title = f"{self.session.bundle_name}: not loaded"
-            self.notify(msg.error, severity="error", timeout=30)
-            return
-        self.sub_title = f"{self.session.bundle_name}: ready"
-        for w in self.session.warnings:
-            self.notify(w, severity="warning", timeout=10)
-        self.refresh_cached()
-
-    def refresh_cached(self) -> None:
-        if self.session.prompts is None or self.session.store is None:
-            return
-        cached = {p.index for p in self.session.prompts if self.session.is_cached(p)}
-        self.query_one(PromptTable).fill(self.session.prompts, cached, self.query_one(SearchBox).value)
-
-    # --- choosing and running prompts -------------------------------------------------------------
-    @on(DataTable.RowSelected, "#prompts")
-    def row_selected(self, event: DataTable.RowSelected) -> None:
-        if self.session.prompts is None:
-            return
-        self.start_run(self.session.prompts.by_index(int(event.row_key.value)))
-
-    def start_run(self, prompt) -> None:
-        if self.session.bundle is None:
-            self.notify("models are still loading…", severity="warning")
-            return
-        self.running_index = prompt.index
-        self.query_one(StepView).begin(prompt, self.session.steps)
-        self.run_prompt(prompt)
-
-    @work(thread=True, exclusive=True, group="run")
-    def run_prompt(self, prompt) -> None:
-        from textual.worker import get_current_worker
-
-        from ldm_explore.backend.session import RunCancelled
-
-        worker = get_current_worker()
-        try:
-            a = self.session.open(prompt)
-            if a is None:
-                a = self.session.run(prompt, lambda i, n, img: self.post_message(StepPreview(i, n, img)),
-                                     cancelled=lambda: worker.is_cancelled)
-            if not worker.is_cancelled:
-                self.post_message(RunReady(a, prompt.index))
-        except RunCancelled:
-            pass
-        except Exception as e:
-            if not worker.is_cancelled:
-                self.post_message(RunFailed(" ".join(str(e).split()) or type(e).__name__))
-
-    def on_step_preview(self, msg: StepPreview) -> None:
-        self.query_one(StepView).preview(msg.step, msg.total, msg.image)
-
-    def on_run_ready(self, msg: RunReady) -> None:
-        if msg.index != self.running_index:
-            return
-        self.analysis = msg.analysis
-        self.query_one(StepView).show_run(msg.analysis)
-        self.refresh_cached()
-
-    def on_run_failed(self, msg: RunFailed) -> None:
-        self.notify(f"run failed: {msg.error}", severity="error", timeout=20)
-
-    @on(Input.Submitted, "#custom-prompt, #custom-seed")
-    def custom_submitted(self, event: Input.Submitted) -> None:
-        if self.session.bundle is None:
-            self.notify("models are still loading…", severity="warning")
-            return
-        text = self.query_one("#custom-prompt", Input).value
-        seed_s = self.query_one("#custom-seed", Input).value.strip() or "0"
-        try:
-            prompt = self.session.custom_prompt(text, int(seed_s))
-        except ValueError:
-            self.notify(f"seed {seed_s!r} is not an integer", severity="error")
-            return
-        except Exception as e:
-            self.notify(str(e), severity="error")
-            return
-        unknown = self.session.unknown_words(prompt.prompt)
-        if unknown:
-            self.notify(f"not in the {self.session.bundle_name} vocabulary: {', '.join(unknown)} "
-                        "(the model reads them letter by letter)", severity="warning", timeout=10)
-        self.start_run(prompt)
-
-    @on(Input.Changed, "#search")
-    def search_changed(self, event: Input.Changed) -> None:
-        if self.session.prompts is not None:
-            cached = {p.index for p in self.session.prompts if self.session.is_cached(p)} \
-                if self.session.store else set()
-            self.query_one(PromptTable).fill(self.session.prompts, cached, event.value)
-
-    @on(Input.Submitted, "#search")
-    def search_done(self, event: Input.Submitted) -> None:
-        self.query_one(PromptTable).focus()
-
-    # --- keys -------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters) -> bool | None:
-        if action in ("step", "step_to", "toggle_view", "next_layer", "export", "search", "help", "quit") \
-                and isinstance(self.focused, Input):
+        if action in ("help", "quit") and isinstance(self.focused, Input):
             return False  # typing: the key goes to the input
         return True
 
-    def action_step(self, delta: int) -> None:
-        self.query_one(StepView).move(delta)
-
-    def action_step_to(self, step: int) -> None:
-        self.query_one(StepView).goto(step)
-
-    def action_toggle_view(self) -> None:
-        v = self.query_one(StepView)
-        v.view = "x0" if v.view == "xt" else "xt"
-
-    def action_next_layer(self) -> None:
-        self.query_one(StepView).next_layer()
-
-    def action_search(self) -> None:
-        self.query_one(SearchBox).focus()
-
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
-
-    def action_export(self) -> None:
-        if self.analysis is None:
-            self.notify("nothing to export yet: run a prompt first", severity="warning")
-            return
-
-        def done(folder):
-            if folder is not None:
-                self.do_export(folder)
-
-        self.push_screen(ExportScreen(self.export_dir), done)
-
-    @work(thread=True, group="export")
-    def do_export(self, folder: Path) -> None:
-        from ldm_explore.backend.analysis import export
-
-        v = self.query_one(StepView)
-        try:
-            files = export(self.analysis, folder, v.layer, v.view)
-            self.call_from_thread(self.notify, "exported: " + ", ".join(str(f) for f in files), timeout=15)
-        except Exception as e:
-            self.call_from_thread(self.notify, f"export failed: {e}", severity="error")
 
 
 def run_app(session, renderer: str = "auto") -> None:

@@ -1,0 +1,58 @@
+"""What a bundle is: a pipeline, estimators and a classifier behind declared interfaces, a prompt file,
+the layers to probe, and fitted probes where they exist. Every bundle (toyworld, sd14) satisfies these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Estimators(Protocol):
+    """The off-the-shelf models of a bundle (TRACER's, MiDaS' and Intrinsic's roles).
+
+    Images in: uint8 (H, W, 3) or (B, H, W, 3). Maps out: float (B, H, W) at the images' size.
+    """
+
+    def all(self, images) -> dict[str, np.ndarray]:
+        """Every property's maps, keyed by property name ("mask", "depth", "shading")."""
+
+    def mask(self, images) -> np.ndarray:
+        """Salient-object probability in [0, 1]."""
+
+    def depth(self, images) -> np.ndarray:
+        """Relative inverse depth: larger is closer; scale and shift arbitrary."""
+
+    def shading(self, images) -> np.ndarray:
+        """Grayscale shading."""
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """An image classifier (VGG-16's role): images in, probabilities over ``classes`` out."""
+
+    classes: list[str]
+
+    def __call__(self, images) -> np.ndarray:
+        """(B, len(classes)) probabilities."""
+
+    def top_k(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Per image, the ``k`` most probable (class, probability) pairs, most probable first."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Everything one experiment needs, built complete by :func:`ldm_explore.backend.bundles.load_bundle`."""
+
+    name: str  # "toyworld", "sd14"
+    pipe: object  # a diffusers StableDiffusionPipeline with a ``model_id`` attribute
+    estimators: Estimators
+    classifier: Classifier
+    prompts: Path  # the bundle's default prompt file
+    layers: tuple[str, ...]  # the layers probed by default (every self-attention output), forward order
+    folder: Path  # where the bundle's own files live
+    probes: Path | None = None  # fitted probes for this pipeline, when there are any

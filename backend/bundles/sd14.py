@@ -1,0 +1,218 @@
+"""The ``sd14`` bundle: Stable Diffusion v1.4 and the studies' estimators, never fetched silently.
+
+| role       | model                                                         | where it is looked for            |
+| ---------- | ------------------------------------------------------------- | --------------------------------- |
+| pipeline   | CompVis/stable-diffusion-v1-4                                 | Hugging Face cache or a folder    |
+| depth      | MiDaS DPT-Large, Intel/dpt-large (hybrid: Intel/dpt-hybrid-midas) | Hugging Face cache            |
+| mask       | TRACER, carvekit's TracerUniversalB7 (`pip install 'ldm-explore[sd]'`) | carvekit's checkpoint folder |
+| shading    | Intrinsic, Careaga & Aksoy 2023 (compphoto, academic licence) | the `intrinsic` package           |
+| classifier | VGG-16, torchvision IMAGENET1K_V1                             | torch hub checkpoints folder      |
+
+Each loader gives the same interface as the toyworld stand-ins: image in (uint8 H x W x 3 or a batch),
+map at the image's size (or class probabilities) out.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelNotFoundError
+
+SD14 = "CompVis/stable-diffusion-v1-4"
+DPT_LARGE = "Intel/dpt-large"
+DPT_HYBRID = "Intel/dpt-hybrid-midas"
+VGG16_FILE = "vgg16-397923af.pth"
+VGG16_FETCH = "python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\""
+
+
+@dataclass
+class ModelStatus:
+    role: str
+    name: str
+    found: bool
+    where: str
+    fetch: str
+    note: str = ""
+
+
+def _hf_cached(repo: str) -> str | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo, local_files_only=True)
+    except Exception:
+        return None
+
+
+def _torch_hub_file(name: str) -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def _tracer_file() -> Path:
+    return Path(os.environ.get("CARVEKIT_CACHE", Path.home() / ".cache" / "carvekit")) / "checkpoints" / \
+        "tracer_b7" / "tracer_b7.pth"
+
+
+def inventory(hybrid: bool = False) -> list[ModelStatus]:
+    """Every model of the sd14 bundle: found or missing, and the exact command that fetches it."""
+    out = []
+    p = _hf_cached(SD14)
+    out.append(ModelStatus("pipeline", f"Stable Diffusion v1.4 ({SD14})", p is not None, p or "-",
+                           f"hf download {SD14}"))
+    dpt = DPT_HYBRID if hybrid else DPT_LARGE
+    p = _hf_cached(dpt)
+    out.append(ModelStatus("depth", f"MiDaS {'DPT-Hybrid' if hybrid else 'DPT-Large'} ({dpt})", p is not None,
+                           p or "-", f"hf download {dpt}"))
+    has_ck = importlib.util.find_spec("carvekit") is not None
+    tf = _tracer_file()
+    out.append(ModelStatus(
+        "mask", "TRACER, carvekit TracerUniversalB7", has_ck and tf.exists(), str(tf) if tf.exists() else "-",
+        ("pip install 'ldm-explore[sd]' && " if not has_ck else "") +
+        "python -c \"from carvekit.ml.files.models_loc import tracer_b7_pretrained; tracer_b7_pretrained()\""))
+    has_in = importlib.util.find_spec("intrinsic") is not None
+    out.append(ModelStatus(
+        "shading", "Intrinsic (Careaga & Aksoy 2023)", has_in, "intrinsic package" if has_in else "-",
+        "pip install https://github.com/compphoto/Intrinsic/archive/main.zip",
+        "academic licence; its weights download on first use"))
+    vf = _torch_hub_file(VGG16_FILE)
+    out.append(ModelStatus("classifier", "VGG-16, torchvision IMAGENET1K_V1", vf.exists(), str(vf) if vf.exists() else "-",
+                           VGG16_FETCH))
+    return out
+
+
+def _as_batch(images) -> np.ndarray:
+    a = np.asarray(images)
+    return a[None] if a.ndim == 3 else a
+
+
+class DPTDepth:
+    """MiDaS through transformers' DPT: relative inverse depth (larger is closer) at the image's size."""
+
+    def __init__(self, model: str = DPT_LARGE, device: str = "cpu"):
+        import torch
+        from transformers import DPTForDepthEstimation, DPTImageProcessor
+
+        try:
+            self.processor = DPTImageProcessor.from_pretrained(model, local_files_only=True)
+            self.model = DPTForDepthEstimation.from_pretrained(model, local_files_only=True).eval().to(device)
+        except OSError:
+            raise ModelNotFoundError(f"depth model '{model}' is not in the local cache; fetch it with "
+                                     f"`hf download {model}`") from None
+        self.device = device
+        self._torch = torch
+
+    def depth(self, images) -> np.ndarray:
+        torch = self._torch
+        batch = _as_batch(images)
+        with torch.no_grad():
+            inputs = self.processor(images=list(batch), return_tensors="pt").to(self.device)
+            pred = self.model(**inputs).predicted_depth  # (B, h, w)
+            pred = torch.nn.functional.interpolate(pred[:, None], size=batch.shape[1:3], mode="bicubic",
+                                                   align_corners=False)[:, 0]
+        return pred.float().cpu().numpy()
+
+
+class VGG16Classifier:
+    """torchvision's VGG-16 (IMAGENET1K_V1) with its category names: image in, probabilities out."""
+
+    def __init__(self, state_dict=None, device: str = "cpu"):
+        import torch
+        import torchvision
+
+        w = torchvision.models.VGG16_Weights.IMAGENET1K_V1
+        self.classes = list(w.meta["categories"])
+        self.model = torchvision.models.vgg16(weights=None)
+        if state_dict is None:
+            f = _torch_hub_file(VGG16_FILE)
+            if not f.exists():
+                raise ModelNotFoundError(f"VGG-16 weights are missing ({f}); fetch them with " + VGG16_FETCH)
+            state_dict = torch.load(f, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state_dict)
+        self.model.eval().to(device)
+        self.transform = w.transforms()
+        self.device = device
+        self._torch = torch
+
+    def __call__(self, images) -> np.ndarray:
+        torch = self._torch
+        x = torch.from_numpy(_as_batch(images)).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            logits = self.model(self.transform(x).to(self.device))
+        return torch.softmax(logits.float(), -1).cpu().numpy()
+
+    def top_k(self, images, k: int = 5):
+        p = self(images)
+        idx = np.argsort(-p, 1)[:, :k]
+        return [[(self.classes[j], float(p[i, j])) for j in row] for i, row in enumerate(idx)]
+
+
+class TracerMask:
+    """TRACER (carvekit's TracerUniversalB7): salient-object probability at the image's size."""
+
+    def __init__(self, device: str = "cpu", input_size: int = 640):
+        if importlib.util.find_spec("carvekit") is None:
+            raise ModelNotFoundError("TRACER needs carvekit: `pip install 'ldm-explore[sd]'`")
+        f = _tracer_file()
+        if not f.exists():
+            raise ModelNotFoundError(f"TRACER weights are missing ({f}); see `ldm-explore models "
+                                     "--bundle sd14` for the command that fetches them")
+        from carvekit.ml.wrap.tracer_b7 import TracerUniversalB7
+
+        # the checkpoint is passed explicitly: carvekit would otherwise try to download it
+        self.model = TracerUniversalB7(device=device, batch_size=4, model_path=f, input_image_size=input_size)
+
+    def mask(self, images) -> np.ndarray:
+        from PIL import Image
+
+        out = self.model([Image.fromarray(a) for a in _as_batch(images)])
+        return np.stack([np.asarray(m, np.float32) / 255.0 for m in out])
+
+
+class IntrinsicShading:
+    """Intrinsic (Careaga & Aksoy 2023): grayscale shading at the image's size."""
+
+    def __init__(self, device: str = "cpu"):
+        if importlib.util.find_spec("intrinsic") is None:
+            raise ModelNotFoundError("the Intrinsic model is not installed (academic licence): "
+                                     "`pip install https://github.com/compphoto/Intrinsic/archive/main.zip`")
+        from intrinsic.pipeline import load_models, run_pipeline
+
+        self._run = run_pipeline
+        self.models = load_models("v2", device=device)
+        self.device = device
+
+    def shading(self, images) -> np.ndarray:
+        out = []
+        for a in _as_batch(images):
+            res = self._run(self.models, a.astype(np.float32) / 255.0, device=self.device)
+            s = np.asarray(res.get("gry_shd", res.get("dif_shd")), np.float32)
+            out.append(s.mean(-1) if s.ndim == 3 else s)
+        return np.stack(out)
+
+
+class SD14Estimators:
+    """The three estimators behind the toyworld interface (``all``, ``mask``, ``depth``, ``shading``)."""
+
+    def __init__(self, device: str = "cpu", hybrid: bool = False):
+        self.depth_model = DPTDepth(DPT_HYBRID if hybrid else DPT_LARGE, device)
+        self.mask_model = TracerMask(device)
+        self.shading_model = IntrinsicShading(device)
+
+    def mask(self, images):
+        return self.mask_model.mask(images)
+
+    def depth(self, images):
+        return self.depth_model.depth(images)
+
+    def shading(self, images):
+        return self.shading_model.shading(images)
+
+    def all(self, images) -> dict[str, np.ndarray]:
+        return {"mask": self.mask(images), "depth": self.depth(images), "shading": self.shading(images)}

@@ -1,0 +1,67 @@
+"""The explorer (``ldm-explore`` with no command) and ``ldm-explore export``, the explorer's export without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def add_root_args(ap) -> None:
+    ap.add_argument("--bundle", default="toyworld", help="explorer: model bundle (default toyworld)")
+    ap.add_argument("--model", default=None, metavar="PATH", help="explorer: a toyworld-shaped pipeline folder")
+    ap.add_argument("--prompts", default=None, metavar="FILE", help="explorer: prompt file (default: the bundle's)")
+    ap.add_argument("--cache", default=None, metavar="DIR", help="run store folder (default: the user cache dir)")
+    ap.add_argument("--device", default="cpu", help="explorer: cpu (default), cuda, mps")
+    ap.add_argument("--renderer", default="auto", choices=["auto", "halfcell", "sixel", "tgp", "unicode"],
+                    help="explorer: image rendering (auto: Kitty/Sixel graphics where the terminal speaks them)")
+
+
+def add_parsers(sub) -> dict:
+    p = sub.add_parser("export", help="export one run's grid PNG, curves PNG and table CSV (as the explorer's 'e')")
+    p.add_argument("--bundle", default="toyworld")
+    p.add_argument("--prompts", default=None, metavar="FILE", help="prompt file (default: the bundle's)")
+    p.add_argument("--prompt-index", type=int, required=True, metavar="N", help="the prompt's index in the file")
+    p.add_argument("--layer", default=None, help="probe layer (default: best on validation for depth)")
+    p.add_argument("--view", default="xt", choices=["xt", "x0"])
+    p.add_argument("--out", default="ldm-explore-export", metavar="DIR")
+    p.add_argument("--cache", default=None, metavar="DIR")
+    p.add_argument("--device", default="cpu")
+    return {"export": run_export}
+
+
+def run_explorer(args) -> int:
+    import textual_image.widget  # noqa: F401  (detects the terminal's graphics protocol before the app runs)
+
+    from ldm_explore.tui.app import run_app
+
+    from ..explore.session import ExplorerSession
+
+    if args.bundle not in ("toyworld", "sd14"):
+        raise UserError(f"--bundle {args.bundle}: choose toyworld or sd14")
+    session = ExplorerSession(bundle=args.bundle, model=args.model, prompts=args.prompts, cache=args.cache,
+                              device=args.device)
+    run_app(session, renderer=args.renderer)
+    return 0
+
+
+def run_export(args) -> int:
+    from ..explore.export import export
+    from ..explore.session import ExplorerSession
+
+    s = ExplorerSession(bundle=args.bundle, prompts=args.prompts, cache=args.cache, device=args.device)
+    ps = s.read_prompts()
+    try:
+        prompt = ps.by_index(args.prompt_index)
+    except KeyError:
+        raise UserError(f"{ps.path}: no prompt with index {args.prompt_index}") from None
+    s.load()
+    a = s.open(prompt) or s.run(prompt)
+    layer = args.layer
+    if layer is None and a.layers:
+        layer = a.default_layer
+    elif layer is not None and layer not in a.layers:
+        raise UserError(f"--layer {layer}: no fitted probe for it (fitted: {', '.join(a.layers) or 'none'})")
+    for f in export(a, Path(args.out), layer, args.view):
+        print(f)
+    return 0

@@ -1,0 +1,90 @@
+"""``ldm-explore toyworld``: train, evaluate and sample the embedded toyworld bundle, write its prompt file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from ..toyworld import DEFAULT_STEPS, STAGES
+from .common import at_least_one
+
+
+def add_parsers(sub) -> dict:
+    tw = sub.add_parser("toyworld", help="train and evaluate the embedded toyworld bundle")
+    tws = tw.add_subparsers(dest="tw_command", metavar="ACTION", required=True)
+    p = tws.add_parser("train", help="train the bundle's models (resumable; checkpoints in --workdir)")
+    p.add_argument("--stage", action="append", choices=list(STAGES), help="stage(s) to run, in order (default: all)")
+    p.add_argument("--steps", action="append", default=None, metavar="[STAGE=]N",
+                   help="target steps: N for the chosen stage(s), or STAGE=N (repeatable), e.g. --steps unet=30000")
+    p.add_argument("--procs", type=int, default=2, help="processes rendering the training scenes (default 2)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-time budget of this invocation; rerun resumes")
+    p.add_argument("--n-train", type=int, default=16000, help="training scenes to render (default 16000)")
+    p.add_argument("--workdir", default=None, help="checkpoints and data (default: <user cache>/toyworld-train)")
+    p.add_argument("--out", default=None, help="bundle folder to export to (default: the shipped bundle)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cuda:1, mps, cpu")
+    p = tws.add_parser("evaluate", help="the bundle's figures on held-out renders and test prompts")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--n-renders", type=int, default=500)
+    p.add_argument("--n-prompts", type=int, default=200)
+    p.add_argument("--bundle-dir", default=None, help="a bundle folder other than the shipped one (e.g. a fresh export)")
+    p = tws.add_parser("samples", help="PNG grid of generated test-prompt samples beside their prompts")
+    p.add_argument("--out", default="docs/toyworld-samples.png")
+    p.add_argument("-n", type=int, default=12)
+    p = tws.add_parser("prompts", help="write the bundle's prompt file (CSV with a split column)")
+    p.add_argument("--out", required=True)
+    p.add_argument("-n", type=int, default=800)
+    return {"toyworld": run}
+
+
+def run(args) -> int:
+    if args.tw_command == "train":
+        return _train(args)
+    at_least_one(args, *{"prompts": ["-n"], "samples": ["-n"], "evaluate": ["--n-renders", "--n-prompts"]}
+                 [args.tw_command])
+    from ..bundles import toyworld_dir
+
+    if args.tw_command == "prompts":
+        from ..toyworld.train import write_prompt_file
+
+        print(write_prompt_file(Path(args.out), args.n))
+        return 0
+    if args.tw_command == "samples":
+        from ..toyworld.train import sample_grid
+
+        print(sample_grid(toyworld_dir(), Path(args.out), args.n))
+        return 0
+    import json
+
+    from ..toyworld.evaluate import evaluate
+
+    say = (lambda m: None) if args.json else (lambda m: print(f"... {m}", file=sys.stderr))
+    res = evaluate(Path(args.bundle_dir) if args.bundle_dir else toyworld_dir(), args.n_renders, args.n_prompts,
+                   progress=say)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:24s} {v:.4f}" if isinstance(v, float) else f"{k:24s} {v}")
+    return 0
+
+
+def _train(args) -> int:
+    at_least_one(args, "--procs", "--n-train")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UserError(f"--minutes {args.minutes:g}: must be more than 0")
+    stages = args.stage or list(STAGES)
+    steps = {}
+    for item in args.steps or []:
+        stage, _, n = item.rpartition("=")
+        if stage and stage not in DEFAULT_STEPS:
+            raise UserError(f"--steps {item}: no stage '{stage}' (stages with steps: {', '.join(DEFAULT_STEPS)})")
+        if not n.isdigit():
+            raise UserError(f"--steps {item}: '{n}' is not a whole number of steps")
+        steps.update({stage: int(n)} if stage else {st: int(n) for st in stages if st in DEFAULT_STEPS})
+    from ..pipeline.loading import pick_device
+    from ..toyworld import train as T
+
+    T.run(Path(args.workdir) if args.workdir else None, stages, steps or None, args.minutes, args.n_train,
+          procs=args.procs, out=Path(args.out) if args.out else None, device=str(pick_device(args.device)))
+    return 0

@@ -1,0 +1,71 @@
+"""An experiment's progress on disk, ``<out>/checkpoint/``, so an interrupted run resumes without redoing
+finished runs:
+
+    stats-<split>-<kind>[-rank<r>of<n>].safetensors   probe statistics of the runs done so far (per kind:
+                                                       real, and each baseline)
+    stats-<split>-done[-rank<r>of<n>].json             the prompt indices those statistics hold
+    test-rows[-rank<r>of<n>].jsonl                     one line of scores per finished test image
+
+Files are per process when several run one experiment, so a resumed run needs the same number of processes.
+Every write is atomic (written beside, then renamed; the rows file is appended and flushed line by line).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..probing.stats import ProbeStats
+
+
+class Checkpoint:
+    def __init__(self, folder: Path, rank: int = 0, world: int = 1):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.suffix = f"-rank{rank}of{world}" if world > 1 else ""
+
+    # --- probe statistics ------------------------------------------------------------------------
+    def stats_file(self, split: str, kind: str) -> Path:
+        return self.folder / f"stats-{split}-{kind}{self.suffix}.safetensors"
+
+    def _done_file(self, split: str) -> Path:
+        return self.folder / f"stats-{split}-done{self.suffix}.json"
+
+    def load_stats(self, split: str, kinds: tuple[str, ...], props: tuple[str, ...]) -> tuple[dict, set]:
+        """Statistics per kind and the prompt indices they hold. The first kind is always there; a later kind
+        missing from a checkpoint made by an older version is left out rather than fitted on part of the runs."""
+        f = self._done_file(split)
+        done = set(json.loads(f.read_text())) if f.exists() else set()
+        st = {}
+        for k in kinds:
+            path = self.stats_file(split, k)
+            if path.exists() and done:
+                st[k] = ProbeStats.load(path)
+            elif k == kinds[0] or not done:
+                st[k] = ProbeStats(props)
+        return st, done
+
+    def save_stats(self, split: str, st: dict, done: set) -> None:
+        for k, s in st.items():
+            if s.images:
+                s.save(self.stats_file(split, k))
+        f = self._done_file(split)
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(done)))
+        tmp.replace(f)
+
+    # --- test rows -------------------------------------------------------------------------------
+    @property
+    def rows_file(self) -> Path:
+        return self.folder / f"test-rows{self.suffix}.jsonl"
+
+    def rows(self) -> list[dict]:
+        """The finished test rows (a line cut short by a kill is skipped: its image is scored again)."""
+        out = []
+        if self.rows_file.exists():
+            for line in self.rows_file.read_text().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return [r for r in out if "index" in r]

@@ -1,0 +1,120 @@
+"""What the explorer works with, without any UI: a bundle, its prompts, probes and run store, and runs
+that report each step as it comes and can be cancelled."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import numpy as np
+
+from ..errors import UserError
+from ..prompts import Prompt, PromptSet
+
+# torch, diffusers and the models are imported in load(), in a worker, so the first frame comes first
+
+
+class RunCancelled(Exception):
+    pass
+
+
+class ExplorerSession:
+    def __init__(self, bundle: str = "toyworld", model: str | None = None, prompts: str | None = None,
+                 cache: str | None = None, device: str | None = "cpu", steps: int = 15, guidance: float = 7.5):
+        self.bundle_name, self.model_path, self.prompts_path = bundle, model, prompts
+        self.cache, self.device, self.steps, self.guidance = cache, device, steps, guidance
+        self.bundle = None
+        self.probes = None
+        self.store = None
+        self.prompts: PromptSet | None = None
+        self.settings = None  # GenerationSettings, once loaded
+        self.layer_names: dict[str, str] = {}  # module path -> Table-1 name, once loaded
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+
+    # --- loading (slow: torch, diffusers; call from a worker) -------------------------------------
+    def read_prompts(self) -> PromptSet:
+        from ..bundles import toyworld_dir
+
+        path = self.prompts_path or (toyworld_dir() / "prompts.csv")
+        self.prompts = PromptSet.read(path)
+        return self.prompts
+
+    def load(self) -> None:
+        from ldm_explore.cache.store import RunStore
+
+        from ..bundles import load_bundle
+        from ..pipeline.generate import GenerationSettings
+        from ..pipeline.layers import self_attention_layers
+        from ..probing.ridge import Probes
+
+        self.store = RunStore(self.cache, on_corrupt=self.warnings.append)
+        # a toyworld-shaped pipeline of the user's (--model) is judged by the bundle's models
+        b = load_bundle(self.bundle_name, device=self.device, model=self.model_path)
+        self.bundle = b
+        if b.probes is not None:
+            self.probes = Probes.load(b.probes)
+        else:
+            self.warnings.append("no fitted probes for this model: run `ldm-explore experiment run` to fit them; "
+                                 "showing off-the-shelf maps only")
+        self.settings = GenerationSettings(steps=self.steps, guidance=self.guidance, layers=b.layers)
+        self.layer_names = {i.path: i.short for i in self_attention_layers(b.pipe.unet)}
+
+    # --- runs ------------------------------------------------------------------------------------
+    def key(self, p: Prompt):
+        from ..pipeline.runner import run_key
+
+        return run_key(self.bundle.pipe, p, self.settings)
+
+    def is_cached(self, p: Prompt) -> bool:
+        return self.store is not None and self.store.has(self.key(p))
+
+    def unknown_words(self, text: str) -> list[str]:
+        from ..bundles.toyworld import unknown_words
+
+        return unknown_words(self.bundle.pipe.tokenizer, text) if self.bundle_name == "toyworld" else []
+
+    def open(self, p: Prompt):
+        """The analysed run from the store, or None."""
+        from ..pipeline.generate import RunResult
+        from .analysis import analyse
+
+        e = self.store.get(self.key(p))
+        return None if e is None else analyse(self.bundle, RunResult.from_entry(e), self.probes)
+
+    def run(self, p: Prompt, on_step: Callable[[int, int, np.ndarray], None] | None = None,
+            cancelled: Callable[[], bool] = lambda: False):
+        """Generate ``p`` (live: ``on_step(step, total, decoded x_t uint8)``), store it, analyse it."""
+        from ..pipeline.generate import decode_latents, generate
+        from .analysis import analyse
+
+        pipe = self.bundle.pipe
+
+        def live(i, xt, x0):
+            if cancelled():
+                raise RunCancelled()
+            if on_step is not None:  # the scheduler's own step count (PNDM makes N+1 for N)
+                on_step(i, pipe.num_timesteps, decode_latents(pipe, xt)[0])
+
+        with self._lock:  # one pipeline, one run at a time
+            r = generate(pipe, [p], self.settings, on_latents=live)[0]
+            if cancelled():
+                raise RunCancelled()
+            self.store.put(self.key(p), r, self.settings.to_dict(),
+                           extra={"model_id": self.bundle.pipe.model_id, "bundle": self.bundle_name})
+        return analyse(self.bundle, r, self.probes)
+
+    def custom_prompt(self, text: str, seed: int) -> Prompt:
+        text = text.strip()
+        if not text:
+            raise UserError("empty prompt")
+        if not 0 <= seed <= 2**32 - 1:
+            raise UserError(f"seed {seed} is out of range (0 to 4294967295)")
+        used = {p.index for p in self.prompts} if self.prompts else set()
+        import hashlib
+
+        digest = hashlib.sha256(f"{seed}\n{text}".encode()).digest()
+        idx = 1_000_000 + int.from_bytes(digest[:4], "big") % 1_000_000  # stable across launches
+        while idx in used:
+            idx += 1
+        return Prompt(idx, text, seed, "custom")

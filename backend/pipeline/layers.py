@@ -1,0 +1,73 @@
+"""Self-attention layers of a UNet2DConditionModel, named by module path and by the studies' Table 1.
+
+Derived from the UNet's structure (its blocks, their down/upsamplers, the Linear's width), not from a
+table of SD v1.4: a toy UNet gets the right names and sizes as well.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SELF_ATTN_SUFFIX = "transformer_blocks.0.attn1.to_out.0"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    path: str  # module path, the layer's one name everywhere
+    short: str  # Table-1 style: "Encoder 1, layer 2", "Bottleneck, layer 1", "Decoder 4, layer 1"
+    height: int
+    width: int
+    channels: int
+
+    @property
+    def size(self) -> str:
+        return f"{self.height}x{self.width}x{self.channels}"
+
+
+def self_attention_layers(unet, height: int | None = None, width: int | None = None) -> list[LayerInfo]:
+    """Every ``*.attentions.L.transformer_blocks.0.attn1.to_out.0`` of ``unet``, in forward order.
+
+    ``height``/``width`` are the latent size (default: the UNet's sample_size).
+    """
+    h = height or unet.config.sample_size
+    w = width or unet.config.sample_size
+    if isinstance(h, (tuple, list)):
+        h, w = h
+    out: list[LayerInfo] = []
+
+    def add(prefix: str, block, label: str, hh: int, ww: int):
+        for li, attn in enumerate(getattr(block, "attentions", None) or []):
+            for ti, tb in enumerate(attn.transformer_blocks):
+                lin = tb.attn1.to_out[0]
+                suffix = f"transformer_blocks.{ti}.attn1.to_out.0"
+                tlabel = f", block {ti + 1}" if len(attn.transformer_blocks) > 1 else ""
+                out.append(LayerInfo(f"{prefix}.attentions.{li}.{suffix}", f"{label}, layer {li + 1}{tlabel}",
+                                     hh, ww, lin.out_features))
+
+    for i, block in enumerate(unet.down_blocks):
+        add(f"down_blocks.{i}", block, f"Encoder {i + 1}", h, w)
+        if getattr(block, "downsamplers", None):
+            h, w = (h + 1) // 2, (w + 1) // 2
+    if unet.mid_block is not None:
+        add("mid_block", unet.mid_block, "Bottleneck", h, w)
+    for i, block in enumerate(unet.up_blocks):
+        add(f"up_blocks.{i}", block, f"Decoder {i + 1}", h, w)
+        if getattr(block, "upsamplers", None):
+            h, w = h * 2, w * 2
+    return out
+
+
+def short_name(unet, path: str) -> str:
+    for info in self_attention_layers(unet):
+        if info.path == path:
+            return info.short
+    return path
+
+
+def resolve_layers(unet, patterns) -> tuple[str, ...]:
+    """Layer arguments (module paths, glob patterns, 'self-attention' / 'all' for every self-attention
+    output) to module paths; none given -> none."""
+    from .recorder import SELF_ATTENTION_PATTERN, match_layers
+
+    pats = [SELF_ATTENTION_PATTERN if p in ("self-attention", "all") else p for p in patterns]
+    return tuple(match_layers(unet, pats)) if pats else ()

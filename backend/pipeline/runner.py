@@ -1,0 +1,67 @@
+"""Fill the run store from a prompt set: resumable, shareable between processes, flat in memory."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from ldm_explore.cache.store import RunKey, RunStore
+
+from .generate import GenerationSettings, generate
+from ..prompts import Prompt
+
+
+def run_key(pipe, prompt: Prompt, settings: GenerationSettings) -> RunKey:
+    return RunKey(pipe.model_id, prompt.index, prompt.seed, settings.key())
+
+
+def generate_into_store(pipe, prompts: Sequence[Prompt], settings: GenerationSettings, store: RunStore,
+                        batch_size: int = 1, on_run: Callable[[int], None] | None = None,
+                        on_step: Callable[[int, int], None] | None = None) -> dict:
+    """Generate every prompt not yet in ``store``; return counts.
+
+    Each entry is locked while it is computed, so several processes can share one store: an entry held
+    by another process is skipped first and waited for at the end. Results are written and dropped per
+    batch, so memory does not grow with the number of prompts. Interrupting loses at most the batch in
+    flight; a rerun resumes.
+    """
+    on_run = on_run or (lambda n: None)
+    stats = {"generated": 0, "cached": 0}
+    todo = []
+    for p in prompts:
+        if store.has(run_key(pipe, p, settings)):
+            stats["cached"] += 1
+            on_run(1)
+        else:
+            todo.append(p)
+    deferred: list[Prompt] = []
+
+    def process(batch: list[Prompt], blocking: bool) -> None:
+        from contextlib import ExitStack
+
+        with ExitStack() as stack:
+            mine = []
+            for p in batch:
+                key = run_key(pipe, p, settings)
+                got = stack.enter_context(store.lock(key, timeout=-1 if blocking else 0))
+                if not got:
+                    deferred.append(p)
+                elif store.has(key):
+                    stats["cached"] += 1
+                    on_run(1)
+                else:
+                    mine.append(p)
+            if not mine:
+                return
+            for r in generate(pipe, mine, settings, on_step=on_step):
+                store.put(run_key(pipe, r.prompt, settings), r, settings.to_dict(),
+                          extra={"model_id": pipe.model_id})
+                stats["generated"] += 1
+                on_run(1)
+
+    for i in range(0, len(todo), batch_size):
+        process(todo[i:i + batch_size], blocking=False)
+    while deferred:
+        batch, deferred[:] = list(deferred), []
+        for p in batch:
+            process([p], blocking=True)
+    return stats

@@ -1,0 +1,598 @@
+"""Training the toyworld bundle: dataset, VAE, estimators, classifier, UNet + text encoder, export.
+
+Every stage is resumable: it checkpoints (atomically) into ``<workdir>/<stage>/ckpt.pt`` every few
+minutes and on Ctrl-C, logs losses to ``<workdir>/<stage>/log.jsonl``, and picks up where it stopped.
+``--minutes`` bounds a stage's wall time for this invocation, so a long run can be done in slices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..bundles import toyworld as tw
+from ..bundles import toyworld_dir
+from ..errors import UserError
+from . import DEFAULT_STEPS, STAGES
+from .models import SCHEDULER_CONFIG, MAX_TOKENS, make_text_encoder, make_tokenizer, make_unet, make_vae
+from .scenes import CLASSES, render_seed
+
+TRAIN_SEED0 = 0  # training scenes: seeds 0 .. n-1
+PROMPT_SEED0 = 10_000_000  # the shipped prompt file's scenes
+EVAL_SEED0 = 20_000_000  # held-out evaluation renders
+
+
+def default_workdir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("LDM_EXPLORE_TRAIN_DIR") or Path(user_cache_dir("ldm-explore")) / "toyworld-train")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+def _render_one(seed: int):
+    sc, r = render_seed(seed)
+    return ((r["rgb"] * 255).round().astype(np.uint8), r["depth"].astype(np.float16), r["mask"],
+            r["shading"].astype(np.float16), sc.main_class, sc.prompt)
+
+
+def render_many(seeds, procs: int = 2) -> dict[str, np.ndarray]:
+    seeds = list(seeds)
+    if procs > 1:
+        with Pool(procs) as pool:
+            out = pool.map(_render_one, seeds, chunksize=64)
+    else:
+        out = [_render_one(s) for s in seeds]
+    return {"rgb": np.stack([o[0] for o in out]), "depth": np.stack([o[1] for o in out]),
+            "mask": np.stack([o[2] for o in out]), "shading": np.stack([o[3] for o in out]),
+            "cls": np.array([o[4] for o in out], np.int16), "prompt": np.array([o[5] for o in out]),
+            "seed": np.array(seeds, np.int64)}
+
+
+def atomic_save_npz(path: Path, **arrays) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def dataset(workdir: Path, n: int, procs: int = 2) -> dict[str, np.ndarray]:
+    """The training renders, rendered once and kept in ``workdir/data/train-<n>.npz``."""
+    f = workdir / "data" / f"train-{n}.npz"
+    if not f.exists():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        t = time.time()
+        d = render_many(range(TRAIN_SEED0, TRAIN_SEED0 + n), procs)
+        atomic_save_npz(f, **d)
+        log(f"rendered {n} training scenes in {time.time() - t:.0f} s -> {f}")
+    with np.load(f) as z:
+        return {k: z[k] for k in z.files}
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
+
+class Stage:
+    """Checkpointed training state of one stage."""
+
+    def __init__(self, workdir: Path, name: str, modules: dict, opt, extra: dict | None = None):
+        self.dir = workdir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name, self.modules, self.opt = name, modules, opt
+        self.step = 0
+        self.extra = extra or {}
+        self.t0 = time.time()
+        self.last_save = time.time()
+        ck = self.dir / "ckpt.pt"
+        if ck.exists():
+            s = torch.load(ck, map_location="cpu", weights_only=False)
+            for k, m in modules.items():
+                m.load_state_dict(s["modules"][k])
+            if opt is not None and s.get("opt") is not None:
+                opt.load_state_dict(s["opt"])
+            self.step = s["step"]
+            self.extra.update(s.get("extra", {}))
+            torch.set_rng_state(s["torch_rng"])
+            log(f"{name}: resumed at step {self.step}")
+
+    def save(self) -> None:
+        s = {"modules": {k: m.state_dict() for k, m in self.modules.items()},
+             "opt": self.opt.state_dict() if self.opt is not None else None, "step": self.step,
+             "extra": self.extra, "torch_rng": torch.get_rng_state()}
+        tmp = self.dir / "ckpt.pt.tmp"
+        torch.save(s, tmp)
+        os.replace(tmp, self.dir / "ckpt.pt")
+        self.last_save = time.time()
+
+    def log(self, **fields) -> None:
+        rec = {"step": self.step, "time": round(time.time() - self.t0, 1), **fields}
+        with open(self.dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def maybe_save(self, every_s: float = 180) -> None:
+        if time.time() - self.last_save > every_s:
+            self.save()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """A background run (where SIGINT is ignored) is stopped with SIGTERM: it raises KeyboardInterrupt, so the
+    running stage checkpoints on its way out. The previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _loop(stage: Stage, total: int, minutes: float | None, body, log_every: int = 50):
+    """Run ``body(step) -> dict of losses`` until ``total`` steps or the time budget; checkpoint on exit."""
+    t_end = time.time() + 60 * minutes if minutes else math.inf
+    acc: dict[str, float] = {}
+    n = 0
+    t = time.time()
+    try:
+        while stage.step < total and time.time() < t_end:
+            losses = body(stage.step)
+            stage.step += 1
+            n += 1
+            for k, v in losses.items():
+                acc[k] = acc.get(k, 0.0) + float(v)
+            if stage.step % log_every == 0 or stage.step == total:
+                avg = {k: round(v / n, 5) for k, v in acc.items()}
+                stage.log(**avg, s_per_step=round((time.time() - t) / n, 3))
+                log(f"{stage.name} step {stage.step}/{total} {avg} {(time.time() - t) / n:.2f} s/step")
+                acc, n, t = {}, 0, time.time()
+            stage.maybe_save()
+    finally:
+        stage.save()
+    return stage.step >= total
+
+
+def _lr(step, base, warmup=200, total=None, floor=0.1):
+    w = min(1.0, (step + 1) / warmup)
+    if total is None:
+        return base * w
+    return base * w * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+
+
+# --------------------------------------------------------------------------------------------------
+# stages
+
+def _vae_batch(data, idx, device: str = "cpu"):
+    """Images in [-1, 1] and their loss weights (object pixels 5x, so colours survive: the feasibility run lost
+    them), as the VAE and decoder stages train on them."""
+    x = torch.from_numpy(data["rgb"][idx]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    w = 1 + 4 * torch.from_numpy(data["mask"][idx]).to(device).float()[:, None]
+    return x, w
+
+
+def _decoder_part(vae) -> torch.nn.ModuleDict:
+    """What the decoder stage trains and checkpoints: everything after the latent."""
+    return torch.nn.ModuleDict({"post_quant_conv": vae.post_quant_conv, "decoder": vae.decoder})
+
+
+def _weighted_rec(y, x, w):
+    """The VAE's reconstruction loss: L1 + L2, object pixels weighted by ``w``; images in [-1, 1]."""
+    return (w * (y - x).abs()).mean() + (w * (y - x) ** 2).mean()
+
+
+def _psnr(y, x) -> float:
+    return float(-10 * torch.log10(((y.detach().clamp(-1, 1) - x) ** 2).mean() / 4))
+
+
+def train_vae(workdir: Path, data, steps: int, minutes=None, batch: int = 16, crop_share: float = 0.6,
+              device: str = "cpu"):
+    """32x32 crops (batch x4) for the first ``crop_share`` of steps, then full 64x64 images."""
+    torch.manual_seed(1)
+    vae = make_vae().to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    st = Stage(workdir, "vae", {"vae": vae}, opt)
+    n = len(data["rgb"])
+    rng = np.random.default_rng(st.step + 1)
+
+    def body(step):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, 1e-3, total=steps)
+        crop = step < crop_share * steps
+        x, w = _vae_batch(data, rng.integers(0, n, batch * 4 if crop else batch), device)
+        if crop:
+            i, j = rng.integers(0, 33, 2)
+            x, w = x[..., i:i + 32, j:j + 32], w[..., i:i + 32, j:j + 32]
+        post = vae.encode(x).latent_dist
+        z = post.sample()
+        y = vae.decode(z).sample
+        rec = _weighted_rec(y, x, w)
+        kl = post.kl().mean() / z[0].numel()
+        loss = rec + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        return {"loss": loss.item(), "kl": kl.item(), "psnr": _psnr(y, x)}
+
+    return _loop(st, steps, minutes, body), vae
+
+
+def _grad_l1(y, x, w):
+    """Weighted L1 between the images' finite differences: the edges a pixel loss lets the decoder blur."""
+    dx = ((y[..., :, 1:] - y[..., :, :-1]) - (x[..., :, 1:] - x[..., :, :-1])).abs()
+    dy = ((y[..., 1:, :] - y[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs()
+    return (w[..., :, 1:] * dx).mean() + (w[..., 1:, :] * dy).mean()
+
+
+def train_decoder(workdir: Path, data, steps: int, minutes=None, batch: int = 32, device: str = "cpu"):
+    """Fine-tune the VAE's decoder on full 64x64 images, the encoder frozen: the latents (and so a UNet trained
+    on them) stay valid while the decoder learns the edges the short VAE stage left soft (cube vs cylinder).
+    Input: the cached posterior means the UNet trains on; loss: object-weighted L1 + L2 + edge L1."""
+    torch.manual_seed(4)
+    vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
+    lat, _ = encode_latents(workdir, vae, data)
+    vae.to(device)
+    dec = _decoder_part(vae)
+    opt = torch.optim.AdamW(dec.parameters(), lr=3e-4, weight_decay=0.0)
+    st = Stage(workdir, "decoder", {"decoder": dec}, opt)
+    rng = np.random.default_rng(st.step + 4)
+    dec.train()
+
+    def body(step):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, 3e-4, warmup=50, total=steps)
+        idx = rng.integers(0, len(lat), batch)
+        z = torch.from_numpy(lat[idx].astype(np.float32)).to(device)
+        x, w = _vae_batch(data, idx, device)
+        y = vae.decode(z).sample
+        loss = _weighted_rec(y, x, w) + _grad_l1(y, x, w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
+        opt.step()
+        return {"loss": loss.item(), "psnr": _psnr(y, x)}
+
+    return _loop(st, steps, minutes, body), vae
+
+
+def load_vae(workdir: Path):
+    """The VAE as trained, with the fine-tuned decoder where the decoder stage has run."""
+    vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
+    if (workdir / "decoder" / "ckpt.pt").exists():
+        _, s = load_stage_module(workdir, "decoder", "decoder", _decoder_part(vae))
+        return vae, s["step"]
+    return vae, 0
+
+
+def _net_stage(workdir: Path, name: str, net, seed: int, device: str = "cpu"):
+    """What the estimators' and classifier's stages share: seeded init, AdamW, a resumable Stage, a data rng."""
+    net.to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    st = Stage(workdir, name, {"net": net}, opt)
+    net.train()
+    return opt, st, np.random.default_rng(st.step + seed)
+
+
+def _images(data, idx, device: str = "cpu") -> torch.Tensor:
+    return torch.from_numpy(data["rgb"][idx]).to(device).permute(0, 3, 1, 2).float() / 255
+
+
+def _set_lr(opt, step, steps):
+    for g in opt.param_groups:
+        g["lr"] = _lr(step, 2e-3, warmup=100, total=steps, floor=0.02)
+
+
+def train_estimators(workdir: Path, data, steps: int, minutes=None, batch: int = 32, device: str = "cpu"):
+    torch.manual_seed(2)
+    net = tw.DenseNet()
+    opt, st, rng = _net_stage(workdir, "estimators", net, 2, device)
+    n = len(data["rgb"])
+
+    def body(step):
+        _set_lr(opt, step, steps)
+        idx = rng.integers(0, n, batch)
+        x = _images(data, idx, device)
+        m = torch.from_numpy(data["mask"][idx]).float()
+        d = torch.from_numpy(data["depth"][idx].astype(np.float32))
+        s = torch.from_numpy(data["shading"][idx].astype(np.float32))
+        m, d, s = m.to(device), d.to(device), s.to(device)
+        if rng.random() < 0.5:  # left-right flips keep every label exact
+            x, m, d, s = x.flip(-1), m.flip(-1), d.flip(-1), s.flip(-1)
+        dn = d / d.amax(dim=(1, 2), keepdim=True)  # relative inverse depth in (0, 1]
+        o = net(x)
+        lm = F.binary_cross_entropy_with_logits(o[:, 0], m)
+        ld = (o[:, 1] - dn).abs().mean()
+        ls = (o[:, 2] - s).abs().mean()
+        loss = lm + 2 * ld + 2 * ls
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), "mask_bce": lm.item(), "depth_l1": ld.item(), "shading_l1": ls.item()}
+
+    return _loop(st, steps, minutes, body), net
+
+
+def train_classifier(workdir: Path, data, steps: int, minutes=None, batch: int = 64, device: str = "cpu"):
+    torch.manual_seed(3)
+    net = tw.ClassifierNet(len(CLASSES))
+    opt, st, rng = _net_stage(workdir, "classifier", net, 3, device)
+    n = len(data["rgb"])
+    y_all = torch.from_numpy(data["cls"].astype(np.int64)).to(device)
+
+    def body(step):
+        _set_lr(opt, step, steps)
+        idx = rng.integers(0, n, batch)
+        x = _images(data, idx, device)
+        if rng.random() < 0.5:
+            x = x.flip(-1)  # the class is colour x shape: a mirror keeps it
+        x = (x * torch.empty(batch, 1, 1, 1).uniform_(0.85, 1.15).to(x)).clamp(0, 1)  # exposure jitter
+        logits = net(x)
+        loss = F.cross_entropy(logits, y_all[idx], label_smoothing=0.05)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), "acc": (logits.argmax(1) == y_all[idx]).float().mean().item()}
+
+    return _loop(st, steps, minutes, body), net
+
+
+def load_checkpoint(workdir: Path, stage: str) -> dict:
+    """A finished (or paused) stage's checkpoint, which a later stage builds on; a one-line error if there is none."""
+    f = workdir / stage / "ckpt.pt"
+    if not f.exists():
+        raise UserError(f"{f}: no checkpoint of the {stage} stage: run `ldm-explore toyworld train --stage {stage}` "
+                        f"(with the same --workdir) first")
+    return torch.load(f, map_location="cpu", weights_only=False)
+
+
+def load_stage_module(workdir: Path, stage: str, key: str, module):
+    s = load_checkpoint(workdir, stage)
+    module.load_state_dict(s["modules"][key])
+    return module, s
+
+
+@torch.no_grad()
+def encode_latents(workdir: Path, vae, data) -> tuple[np.ndarray, float]:
+    """Cache the VAE posterior means of every training image (float16) and the scaling factor."""
+    f = workdir / "unet" / f"latents-{len(data['rgb'])}.npz"
+    if f.exists():
+        with np.load(f) as z:
+            return z["latents"], float(z["scale"])
+    f.parent.mkdir(parents=True, exist_ok=True)
+    vae.eval()
+    out = []
+    t = time.time()
+    for i in range(0, len(data["rgb"]), 256):
+        x = torch.from_numpy(data["rgb"][i:i + 256]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        out.append(vae.encode(x).latent_dist.mean.numpy().astype(np.float16))
+    lat = np.concatenate(out)
+    scale = float(1.0 / lat.astype(np.float32).std())
+    atomic_save_npz(f, latents=lat, scale=np.float32(scale))
+    log(f"encoded {len(lat)} latents in {time.time() - t:.0f} s, scaling factor {scale:.4f}")
+    return lat, scale
+
+
+class EMA:
+    def __init__(self, module, decay=0.999):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in module.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].mul_(d).add_(v.float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self):
+        return self.shadow
+
+    def load_state_dict(self, sd):
+        self.shadow = {k: v.to(self.shadow[k].device).clone() for k, v in sd.items()}
+
+
+def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, lr: float = 5e-4,
+               device: str = "cpu"):
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(4)
+    tok = make_tokenizer(workdir / "tokenizer")
+    vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
+    lat, scale = encode_latents(workdir, vae, data)
+    del vae
+    ids = tok(list(data["prompt"]), padding="max_length", max_length=MAX_TOKENS, truncation=True,
+              return_tensors="pt").input_ids
+    empty = tok([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
+    unet, te = make_unet().to(device), make_text_encoder(tok).to(device)
+    ids, empty = ids.to(device), empty.to(device)
+    ema_u, ema_t = EMA(unet), EMA(te)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    st = Stage(workdir, "unet", {"unet": unet, "text": te, "ema_unet": ema_u, "ema_text": ema_t}, opt,
+               extra={"scale": scale})
+    sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+    ac = sched.alphas_cumprod
+    snr = (ac / (1 - ac)).to(device)
+    n = len(lat)
+    rng = np.random.default_rng(st.step + 4)
+    lat_t = torch.from_numpy(lat)
+    unet.train()
+    te.train()
+
+    def body(step):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, lr, warmup=300)
+        idx = torch.from_numpy(rng.integers(0, n, batch))
+        x0 = lat_t[idx].to(device).float() * scale
+        tid = ids[idx.to(device)].clone()
+        drop = torch.from_numpy(rng.random(batch) < 0.1).to(device)
+        tid[drop] = empty[0]
+        t = torch.randint(0, 1000, (batch,)).to(device)
+        noise = torch.randn_like(x0)
+        xt = sched.add_noise(x0, noise, t)
+        emb = te(tid)[0]
+        pred = unet(xt, t, encoder_hidden_states=emb).sample
+        w = torch.clamp(snr[t], max=5.0) / snr[t]  # min-SNR-5 weighting for epsilon prediction
+        loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema_u.update(unet, step)
+        ema_t.update(te, step)
+        return {"loss": loss.item()}
+
+    return _loop(st, steps, minutes, body, log_every=25), st
+
+
+# --------------------------------------------------------------------------------------------------
+# export
+
+def export_bundle(workdir: Path, out: Path | None = None) -> Path:
+    """Write the bundle folder from the stages' checkpoints (EMA weights, fp16 where it costs nothing)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    out = Path(out or toyworld_dir())
+    out.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(workdir / "tokenizer")
+    vae, decoder_steps = load_vae(workdir)
+    s = load_checkpoint(workdir, "unet")
+    vae.register_to_config(scaling_factor=float(s["extra"]["scale"]))
+    unet, te = make_unet(), make_text_encoder(tok)
+    unet.load_state_dict(s["modules"]["ema_unet"])
+    te.load_state_dict(s["modules"]["ema_text"])
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler(**SCHEDULER_CONFIG), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.unet.half()
+    pipe.text_encoder.half()
+    pipe.save_pretrained(str(out / "pipeline"), safe_serialization=True)
+    est, _ = load_stage_module(workdir, "estimators", "net", tw.DenseNet())
+    tw.save_net(est, out / "estimators.safetensors", "estimators", CLASSES)
+    cls, _ = load_stage_module(workdir, "classifier", "net", tw.ClassifierNet(len(CLASSES)))
+    tw.save_net(cls, out / "classifier.safetensors", "classifier", CLASSES)
+    write_prompt_file(out / "prompts.csv")
+    (out / "TRAINING.json").write_text(json.dumps({
+        "unet_steps": s["step"], "decoder_steps": decoder_steps, "vae_scaling_factor": s["extra"]["scale"],
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }, indent=1))
+    log(f"exported bundle to {out} (UNet at step {s['step']})")
+    return out
+
+
+def run(workdir: Path | None = None, stages=None, steps: dict | None = None, minutes: float | None = None,
+        n_train: int = 20000, procs: int = 2, out: Path | None = None, device: str = "cpu") -> dict:
+    """Run the given stages in order (default: all), each resuming from its checkpoint."""
+    workdir = Path(workdir or default_workdir())
+    workdir.mkdir(parents=True, exist_ok=True)
+    stages = list(stages or STAGES)
+    steps = {**DEFAULT_STEPS, **(steps or {})}
+    train = {"vae": train_vae, "estimators": train_estimators, "classifier": train_classifier, "unet": train_unet,
+             "decoder": train_decoder}
+    t_all = time.time()
+    deadline = time.time() + 60 * minutes if minutes else None
+    left = lambda: None if deadline is None else max(0.0, (deadline - time.time()) / 60)
+    done = {}
+    data = None
+    log(f"toyworld training in {workdir}: stages {', '.join(stages)}; torch {torch.__version__}, "
+        f"{device if device != 'cpu' else f'cpu, {torch.get_num_threads()} threads'}")
+    with _sigterm_interrupts():
+        for stage in stages:
+            t = time.time()
+            if stage in ("data", *train) and data is None:
+                data = dataset(workdir, n_train, procs)
+            if stage in train:
+                done[stage], _ = train[stage](workdir, data, steps[stage], left(), device=device)
+            else:
+                if stage == "export":
+                    export_bundle(workdir, out)
+                done[stage] = True
+            log(f"{stage}: {'done' if done[stage] else 'paused (time budget); rerun to resume'} "
+                f"in {time.time() - t:.0f} s")
+            if deadline is not None and time.time() >= deadline and stage != stages[-1]:
+                log("time budget spent; rerun the same command to resume")
+                break
+    log(f"total {time.time() - t_all:.0f} s")
+    return done
+
+
+def write_prompt_file(path: Path, n: int = 800) -> Path:
+    """The bundle's prompt file: anchors' columns plus ``split`` (60% train, 15% val, 25% test, interleaved).
+
+    Prompts describe scenes with seeds PROMPT_SEED0 + i (none of them a training scene); the diffusion seeds
+    are drawn once from a fixed generator.
+    """
+    import csv
+    import io
+
+    from .scenes import sample_scene
+
+    rng = np.random.default_rng(1234)
+    seeds = rng.integers(0, 2**31 - 1, n)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["prompts", "seeds", "prompt_inds", "split"])
+    for i in range(n):
+        k = i % 20
+        split = "train" if k < 12 else "val" if k < 15 else "test"
+        w.writerow([sample_scene(PROMPT_SEED0 + i).prompt, int(seeds[i]), i, split])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def sample_grid(bundle_dir: Path, out: Path, n: int = 12, scale: int = 3) -> Path:
+    """A PNG of generated samples beside their prompts (test split), for the docs."""
+    from PIL import Image, ImageDraw
+
+    from ..bundles import load_bundle
+    from ..pipeline.generate import GenerationSettings, generate
+    from ..prompts import PromptSet
+
+    b = load_bundle("toyworld", bundle_dir=bundle_dir)
+    ps = list(PromptSet.read(b.prompts).select("test", n))
+    runs = generate(b.pipe, ps, GenerationSettings(steps=15, guidance=7.5), record=False, decode=False)
+    s = 64 * scale
+    W, rows = 2 * (s + 560), (len(runs) + 1) // 2
+    img = Image.new("RGB", (W, rows * (s + 8)), "white")
+    draw = ImageDraw.Draw(img)
+    for k, r in enumerate(runs):
+        x0, y0 = (k % 2) * (s + 560), (k // 2) * (s + 8)
+        img.paste(Image.fromarray(r.final).resize((s, s), Image.NEAREST), (x0, y0))
+        words, line, lines = r.prompt.prompt.split(), "", []
+        for w_ in words:
+            if len(line) + len(w_) > 48:
+                lines.append(line)
+                line = ""
+            line += ("" if not line else " ") + w_
+        lines.append(line)
+        draw.multiline_text((x0 + s + 10, y0 + 10), "\n".join(lines + [f"seed {r.prompt.seed}"]), fill="black",
+                            spacing=6)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    return out

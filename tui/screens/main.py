@@ -1,0 +1,221 @@
+"""The main screen: the prompt browser on the left, the step view of the open run on the right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input
+
+from ..messages import Loaded, RunFailed, RunReady, StepPreview
+from ..widgets.prompt_table import PromptTable, SearchBox
+from ..widgets.step_view import StepView
+from .export import ExportScreen
+
+
+class MainScreen(Screen):
+    BINDINGS = [
+        Binding("left", "step(-1)", "step -", priority=True),
+        Binding("right", "step(1)", "step +", priority=True),
+        Binding("home", "step_to(0)", "first", priority=True, show=False),
+        Binding("end", "step_to(-1)", "last", priority=True, show=False),
+        Binding("slash", "search", "search"),
+        Binding("v", "toggle_view", "x_t/x0"),
+        Binding("l", "next_layer", "layer"),
+        Binding("e", "export", "export"),
+    ]
+
+    def __init__(self, session, renderer: str, export_dir: Path):
+        super().__init__()
+        self.session = session
+        self.renderer = renderer
+        self.export_dir = export_dir
+        self.analysis = None
+        self.running_index: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="left"):
+            yield SearchBox(placeholder="/ search prompts", id="search")
+            yield PromptTable(id="prompts")
+            with Horizontal(id="custom"):
+                yield Input(placeholder="your prompt (Enter runs)", id="custom-prompt")
+                yield Input(placeholder="seed", id="custom-seed", type="integer")
+        with Vertical(id="right"):
+            yield StepView(self.renderer, id="view")
+        yield Footer()
+
+    def on_resize(self, event) -> None:
+        self._fit(event.size)
+
+    def _fit(self, size) -> None:
+        """Relayout for the terminal's size: a narrower prompt browser below 130 columns; below 40 rows the
+        legend and sparklines give their lines to the images and the table."""
+        self.set_class(size.width < 130, "narrow")
+        self.set_class(size.height < 40, "short")
+
+    # --- start-up: prompts at once, models in a worker --------------------------------------------
+    def on_mount(self) -> None:
+        self._fit(self.app.size)
+        self.app.sub_title = f"{self.session.bundle_name}: loading models…"
+        try:
+            ps = self.session.read_prompts()
+            self.query_one(PromptTable).fill(ps, set())
+        except Exception as e:  # a bad prompt file is a message, not a crash
+            self.notify(str(e), severity="error", timeout=15)
+        self.query_one(PromptTable).focus()
+        self.load_models()
+
+    @work(thread=True, exclusive=True, group="load")
+    def load_models(self) -> None:
+        try:
+            self.session.load()
+            self.post_message(Loaded())
+        except Exception as e:
+            self.post_message(Loaded(error=" ".join(str(e).split())))
+
+    def on_loaded(self, msg: Loaded) -> None:
+        if msg.error:
+            self.app.sub_title = f"{self.session.bundle_name}: not loaded"
+            self.notify(msg.error, severity="error", timeout=30)
+            return
+        self.app.sub_title = f"{self.session.bundle_name}: ready"
+        for w in self.session.warnings:
+            self.notify(w, severity="warning", timeout=10)
+        self.refresh_cached()
+
+    def refresh_cached(self) -> None:
+        if self.session.prompts is None or self.session.store is None:
+            return
+        cached = {p.index for p in self.session.prompts if self.session.is_cached(p)}
+        self.query_one(PromptTable).fill(self.session.prompts, cached, self.query_one(SearchBox).value)
+
+    # --- choosing and running prompts -------------------------------------------------------------
+    @on(DataTable.RowSelected, "#prompts")
+    def row_selected(self, event: DataTable.RowSelected) -> None:
+        if self.session.prompts is None:
+            return
+        self.start_run(self.session.prompts.by_index(int(event.row_key.value)))
+
+    def start_run(self, prompt) -> None:
+        if self.session.bundle is None:
+            self.notify("models are still loading…", severity="warning")
+            return
+        self.running_index = prompt.index
+        self.query_one(StepView).begin(prompt, self.session.steps)
+        self.run_prompt(prompt)
+
+    @work(thread=True, exclusive=True, group="run")
+    def run_prompt(self, prompt) -> None:
+        from textual.worker import get_current_worker
+
+        from ldm_explore.backend.explore.session import RunCancelled
+
+        worker = get_current_worker()
+        try:
+            a = self.session.open(prompt)
+            if a is None:
+                a = self.session.run(prompt, lambda i, n, img: self.post_message(StepPreview(i, n, img)),
+                                     cancelled=lambda: worker.is_cancelled)
+            if not worker.is_cancelled:
+                self.post_message(RunReady(a, prompt.index))
+        except RunCancelled:
+            pass
+        except Exception as e:
+            if not worker.is_cancelled:
+                self.post_message(RunFailed(" ".join(str(e).split()) or type(e).__name__))
+
+    def on_step_preview(self, msg: StepPreview) -> None:
+        self.query_one(StepView).preview(msg.step, msg.total, msg.image)
+
+    def on_run_ready(self, msg: RunReady) -> None:
+        if msg.index != self.running_index:
+            return
+        self.analysis = msg.analysis
+        self.query_one(StepView).show_run(msg.analysis)
+        self.refresh_cached()
+
+    def on_run_failed(self, msg: RunFailed) -> None:
+        self.notify(f"run failed: {msg.error}", severity="error", timeout=20)
+
+    @on(Input.Submitted, "#custom-prompt, #custom-seed")
+    def custom_submitted(self, event: Input.Submitted) -> None:
+        if self.session.bundle is None:
+            self.notify("models are still loading…", severity="warning")
+            return
+        text = self.query_one("#custom-prompt", Input).value
+        seed_s = self.query_one("#custom-seed", Input).value.strip() or "0"
+        try:
+            prompt = self.session.custom_prompt(text, int(seed_s))
+        except ValueError:
+            self.notify(f"seed {seed_s!r} is not an integer", severity="error")
+            return
+        except Exception as e:
+            self.notify(str(e), severity="error")
+            return
+        unknown = self.session.unknown_words(prompt.prompt)
+        if unknown:
+            self.notify(f"not in the {self.session.bundle_name} vocabulary: {', '.join(unknown)} "
+                        "(the model reads them letter by letter)", severity="warning", timeout=10)
+        self.start_run(prompt)
+
+    @on(Input.Changed, "#search")
+    def search_changed(self, event: Input.Changed) -> None:
+        if self.session.prompts is not None:
+            cached = {p.index for p in self.session.prompts if self.session.is_cached(p)} \
+                if self.session.store else set()
+            self.query_one(PromptTable).fill(self.session.prompts, cached, event.value)
+
+    @on(Input.Submitted, "#search")
+    def search_done(self, event: Input.Submitted) -> None:
+        self.query_one(PromptTable).focus()
+
+    # --- keys -------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action in ("step", "step_to", "toggle_view", "next_layer", "export", "search") \
+                and isinstance(self.focused, Input):
+            return False  # typing: the key goes to the input
+        return True
+
+    def action_step(self, delta: int) -> None:
+        self.query_one(StepView).move(delta)
+
+    def action_step_to(self, step: int) -> None:
+        self.query_one(StepView).goto(step)
+
+    def action_toggle_view(self) -> None:
+        v = self.query_one(StepView)
+        v.view = "x0" if v.view == "xt" else "xt"
+
+    def action_next_layer(self) -> None:
+        self.query_one(StepView).next_layer()
+
+    def action_search(self) -> None:
+        self.query_one(SearchBox).focus()
+
+    def action_export(self) -> None:
+        if self.analysis is None:
+            self.notify("nothing to export yet: run a prompt first", severity="warning")
+            return
+        v = self.query_one(StepView)
+        what = (self.analysis, v.layer, v.view)  # read here, on the UI thread, not in the export worker
+
+        def done(folder):
+            if folder is not None:
+                self.do_export(folder, *what)
+
+        self.app.push_screen(ExportScreen(self.export_dir), done)
+
+    @work(thread=True, group="export")
+    def do_export(self, folder: Path, analysis, layer, view) -> None:
+        from ldm_explore.backend.explore.export import export
+
+        try:
+            files = export(analysis, folder, layer, view)
+            self.app.call_from_thread(self.notify, "exported: " + ", ".join(str(f) for f in files), timeout=15)
+        except Exception as e:
+            self.app.call_from_thread(self.notify, f"export failed: {e}", severity="error")
