@@ -31,8 +31,9 @@ tmux:
 	  apt-get update -qq && apt-get install -y -qq tmux >/dev/null; } || \
 	  echo "tmux is not installed: the terminal smoke test will be skipped (apt-get install tmux)"
 
+# two xdist workers (one compute thread each: tests/conftest.py); the 10 slowest tests are listed at the end
 test: $(TSTAMP) tmux
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=10
 
 bench: $(TSTAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/recording_overhead.py

@@ -5,6 +5,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One compute thread per process, set before torch is imported (and inherited by every process a test starts):
+# the suite runs on two xdist workers, and two torch processes with two OpenMP threads each on two cores spin
+# against each other. It also makes the numbers reproducible on any machine: a float sum's order depends on
+# the thread count, and 15 denoising steps carry a last-bit difference into the images the snapshots show.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 
@@ -19,6 +24,11 @@ def cli(*args, cwd=None, env=None, timeout=300):
     e = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e,
                           timeout=timeout)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, so that the two workers finish together rather than one waiting on a late start."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

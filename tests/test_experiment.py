@@ -17,6 +17,9 @@ from ldm_explore.backend.probing.stats import ProbeStats, area_average
 from ldm_explore.backend.prompts import PromptSet
 from ldm_explore.cache.store import RunStore
 
+# the report fixture is computed once, on one worker: keep this module's tests together, and start them early
+pytestmark = [pytest.mark.xdist_group("experiment"), pytest.mark.slow]
+
 
 def test_emergence_and_recognition_steps():
     assert emergence_step(np.array([0.1, 0.5, 0.95, 0.85, 0.92, 1.0])) == 4  # dips below 0.9 at step 3
@@ -109,9 +112,13 @@ def test_spatial_prior_probe_is_the_train_mean_map(report):
 
 
 def test_rerun_resumes_without_recomputing(report):
+    """A second run into the same folder reads every statistic and test row from the checkpoint (in-process here:
+    the fixture ran the command) and reports the same figures."""
+    from ldm_explore.backend.experiment.engine import Config, run_experiment
+
     d, summary = report
-    r = cli("experiment", "run", "--bundle", "toyworld", "--per-split", "3", "--batch-size", "3", "--out",
-            d / "report", "--cache", d / "store", "--json", timeout=300)
-    assert r.returncode == 0, r.stderr
-    again = json.loads(r.stdout)
-    assert again["properties"] == summary["properties"]
+    ck = d / "report" / "checkpoint"
+    again = run_experiment("toyworld", per_split=3, out=d / "report", cfg=Config(batch=3), device="cpu",
+                           store=RunStore(d / "store"))
+    assert json.loads(json.dumps(again["properties"])) == summary["properties"]
+    assert (ck / "test-rows.jsonl").read_text().count("\n") == 3  # no test image scored twice

@@ -66,12 +66,32 @@ def test_vgg16_loader_and_categories():
     torch.manual_seed(0)
     sd = torchvision.models.vgg16(weights=None).state_dict()
     c = VGG16Classifier(state_dict=sd)
+    from ldm_explore.backend.bundles.base import Classifier
+
+    assert isinstance(c, Classifier)
     assert len(c.classes) == 1000 and c.classes[0] == "tench"
     img = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
     p = c(img)
     assert p.shape == (1, 1000) and np.allclose(p.sum(), 1, atol=1e-4)
     top = c.top_k(img, 5)[0]
     assert len(top) == 5 and top[0][1] >= top[4][1]
+
+
+def test_sd14_parts_satisfy_the_bundle_protocols():
+    """The studies' models stand behind the interfaces the toyworld stand-ins have (checked on the class: its
+    models need weights this machine cannot fetch)."""
+    import inspect
+    import typing
+
+    from ldm_explore.backend.bundles.base import Classifier, Estimators
+    from ldm_explore.backend.bundles.sd14 import SD14Estimators
+
+    assert issubclass(SD14Estimators, Estimators)
+    for name in ("all", "mask", "depth", "shading"):
+        assert list(inspect.signature(getattr(SD14Estimators, name)).parameters) == ["self", "images"], name
+    assert {"__call__", "top_k"} <= set(dir(VGG16Classifier))
+    assert list(inspect.signature(VGG16Classifier.top_k).parameters) == ["self", "images", "k"]
+    assert typing.get_type_hints(Classifier)["classes"] == list[str]
 
 
 def test_tracer_loader_on_a_random_init_tracer(tmp_path, monkeypatch):

@@ -13,9 +13,10 @@ import pytest
 
 from conftest import cli
 from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
+from ldm_explore.backend.pipeline.layers import resolve_layers
 from ldm_explore.backend.pipeline.loading import load_pipeline
-from ldm_explore.backend.prompts import Prompt, PromptSet
 from ldm_explore.backend.pipeline.runner import generate_into_store, run_key
+from ldm_explore.backend.prompts import Prompt, PromptSet
 from ldm_explore.cache.store import RunStore
 
 LAYER = "mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0"
@@ -68,19 +69,19 @@ def test_foreign_folder_is_refused(tmp_path, prompt_csv):
     assert r.stderr.strip() == f"ldm-explore: error: {tmp_path}: folder is not empty and not an ldm-explore run store (no STORE.json)"
 
 
-def test_generate_cli_resumes_and_recomputes_a_corrupt_entry(tiny_model, prompt_csv, tmp_path):
+def test_generate_cli_resumes_and_recomputes_a_corrupt_entry(pipe, prompt_csv, tmp_path):
     cache = tmp_path / "store"
-    r = cli("generate", "--model", tiny_model, "--prompts", prompt_csv, "--cache", cache, "--steps", "3",
-            "--limit", "2", "--layers", "self-attention")
-    assert r.returncode == 0, r.stderr
-    assert "2 runs: 2 generated, 0 already stored" in r.stderr
+    # two runs stored before (in-process, with the settings the command below uses)
+    settings = GenerationSettings(steps=3, layers=resolve_layers(pipe.unet, ["self-attention"]))
+    counts = generate_into_store(pipe, PromptSet.read(prompt_csv)[:2], settings, RunStore(cache))
+    assert counts == {"generated": 2, "cached": 0}
     store = RunStore(cache)
     keys = store.entries()
     assert len(keys) == 2 and len(store.get(keys[0]).activations()) == 7
     # damage one entry, then run the whole file: 4 new + 1 recomputed, 1 reused
     f = store.path(keys[0]) / "activations.safetensors"
     f.write_bytes(f.read_bytes()[:100])
-    r = cli("generate", "--model", tiny_model, "--prompts", prompt_csv, "--cache", cache, "--steps", "3",
+    r = cli("generate", "--model", pipe.model_id, "--prompts", prompt_csv, "--cache", cache, "--steps", "3",
             "--layers", "self-attention")
     assert r.returncode == 0, r.stderr
     assert "6 runs: 5 generated, 1 already stored" in r.stderr
@@ -116,7 +117,7 @@ def _all_valid(cache, steps=40):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_killed_or_interrupted_writer_leaves_no_half_entry(tiny_model, tmp_path, sig):
+def test_killed_or_interrupted_writer_leaves_no_half_entry(pipe, tiny_model, tmp_path, sig):
     rows = ["prompts,seeds,prompt_inds"] + [f"prompt number {i},{i},{i}" for i in range(40)]
     pf = tmp_path / "p.csv"
     pf.write_text("\n".join(rows) + "\n")
@@ -132,10 +133,11 @@ def test_killed_or_interrupted_writer_leaves_no_half_entry(tiny_model, tmp_path,
         assert proc.returncode == -9
     done = _all_valid(cache)
     assert 2 <= len(done) < 40
-    r = cli("generate", "--model", tiny_model, "--prompts", pf, "--cache", cache, "--steps", "40",
-            "--layers", "self-attention", "--limit", str(len(done) + 1))
-    assert r.returncode == 0, r.stderr
-    assert f"{len(done) + 1} runs: 1 generated, {len(done)} already stored" in r.stderr
+    # rerunning resumes: the finished entries are kept, the next one is generated (here in-process, with the
+    # settings the command used; test_generate_cli_resumes_and_recomputes_a_corrupt_entry resumes through it)
+    settings = GenerationSettings(steps=40, layers=resolve_layers(pipe.unet, ["self-attention"]))
+    prompts = PromptSet.read(pf)[: len(done) + 1]
+    assert generate_into_store(pipe, prompts, settings, RunStore(cache)) == {"generated": 1, "cached": len(done)}
 
 
 def test_two_processes_share_one_store(tiny_model, tmp_path):
