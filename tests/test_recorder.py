@@ -139,3 +139,44 @@ def test_x0_for_a_sigma_scheduler(tiny_model):
     assert len(rec.x0) == len(seen) == 4
     for mine, theirs in zip(rec.x0, seen):
         np.testing.assert_allclose(mine.numpy(), theirs.float().numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler"])
+def test_x0_for_v_prediction(tiny_model, name):
+    """An SD-2.x-style v-predicting scheduler: x0 = sqrt(abar) x_t - sqrt(1 - abar) v, equal to the scheduler's own
+    pred_original_sample (DDIM's closed form; Euler's sigma form on the scaled input)."""
+    import diffusers
+
+    pipe = load_pipeline(tiny_model, device="cpu")
+    cls = {"ddim": diffusers.DDIMScheduler, "euler": diffusers.EulerDiscreteScheduler}[name]
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, prediction_type="v_prediction")
+    seen = []
+    orig = pipe.scheduler.step
+
+    def spy(*a, **k):
+        out = orig(*a, **k)
+        seen.append((out[1] if isinstance(out, tuple) else out.pred_original_sample).clone())
+        return out
+
+    pipe.scheduler.step = spy
+    r = generate(pipe, [PROMPTS[0]], GenerationSettings(steps=4))[0]
+    assert len(seen) == len(r.x0_latents) == 4
+    for mine, theirs in zip(r.x0_latents, seen):
+        np.testing.assert_allclose(mine, theirs[0].float().numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_layers_in_forward_order_and_sizes_checked(tiny_model):
+    from ldm_explore.backend.errors import UserError
+    from ldm_explore.backend.pipeline.layers import default_layers, forward_order, resolve_layers
+
+    pipe = load_pipeline(tiny_model, device="cpu")
+    registered = match_layers(pipe.unet, ["*attn1.to_out.0"])  # diffusers registers up_blocks before mid_block
+    assert registered.index("mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0") > 2
+    forward = list(resolve_layers(pipe.unet, ["self-attention"]))
+    assert forward == list(default_layers(pipe.unet)) == [i.path for i in self_attention_layers(pipe.unet)]
+    assert forward.index("mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0") == 2
+    assert forward_order(["up_blocks.0.resnets.0", "conv_in", "mid_block.resnets.0", "down_blocks.1.resnets.0"]) == \
+        ["conv_in", "down_blocks.1.resnets.0", "mid_block.resnets.0", "up_blocks.0.resnets.0"]
+    # a size the VAE cannot make is one line (this UNet's VAE downsamples by 2), not a diffusers traceback
+    with pytest.raises(UserError, match=r"^--height 63: must be a positive multiple of 2"):
+        generate(pipe, [PROMPTS[0]], GenerationSettings(steps=2, height=63))

@@ -118,3 +118,51 @@ def test_tracer_loader_on_a_random_init_tracer(tmp_path, monkeypatch):
     imgs = (np.random.default_rng(0).random((2, 48, 40, 3)) * 255).astype(np.uint8)
     out = m.mask(imgs)
     assert out.shape == (2, 48, 40) and out.min() >= 0 and out.max() <= 1
+
+
+# a stand-in for compphoto/Intrinsic's package with its documented contract: load_models(name) reads weights
+# that torch hub keeps; run_gray_pipeline returns "gry_shd" in the inverse space 1 / (S + 1), at another size
+# than the input unless maintain_size=True (which older versions do not have)
+INTRINSIC_STANDIN = '''
+import numpy as np
+
+def load_models(path, stage=4, device="cuda"):
+    return {{"name": path}}
+
+def run_gray_pipeline(models, img_arr, resize_conf=0.0, base_size=384, {maintain}linear=False, device="cuda",
+                      lstsq_p=0.0, inputs="all"):
+    shading = 0.25 + 3.0 * img_arr.mean(-1)              # a known grayscale shading S
+    inv = 1.0 / (shading + 1.0)                           # what the network predicts
+    if not {keeps}:
+        inv = inv[::2, ::2]                               # its optimal-resize size, not the input's
+    return {{"gry_shd": inv, "gry_alb": img_arr, "image": img_arr}}
+'''
+
+
+@pytest.mark.parametrize("keeps_size", [True, False])
+def test_intrinsic_wrapper_gives_shading_at_the_image_size(tmp_path, monkeypatch, keeps_size):
+    pkg = tmp_path / "site" / "intrinsic"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "pipeline.py").write_text(INTRINSIC_STANDIN.format(maintain="maintain_size=False, " if keeps_size else "",
+                                                              keeps="maintain_size" if keeps_size else "False"))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    from ldm_explore.backend.bundles.sd14 import IntrinsicShading
+
+    # installed, weights not on disk: not found, and an error naming the command that fetches them
+    assert not {m.role: m for m in inventory()}["shading"].found
+    with pytest.raises(ModelNotFoundError, match="load_models\\('paper_weights'"):
+        IntrinsicShading()
+    ck = tmp_path / "torch" / "hub" / "checkpoints"
+    ck.mkdir(parents=True)
+    (ck / "final_weights.pt").write_bytes(b"weights")
+    assert {m.role: m for m in inventory()}["shading"].found
+    imgs = (np.random.default_rng(0).random((2, 48, 40, 3)) * 255).astype(np.uint8)
+    s = IntrinsicShading().shading(imgs)
+    assert s.shape == (2, 48, 40) and s.dtype == np.float32
+    want = 0.25 + 3.0 * (imgs.astype(np.float32) / 255).mean(-1)  # S itself, not its inverse
+    if keeps_size:
+        np.testing.assert_allclose(s, want, rtol=1e-4, atol=1e-4)
+    else:  # resized back from half size: the same map, smoothed
+        assert np.corrcoef(s.ravel(), want.ravel())[0, 1] > 0.7 and abs(s.mean() - want.mean()) < 0.05

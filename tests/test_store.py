@@ -162,3 +162,33 @@ def test_in_process_resume_counts(pipe, tmp_path):
     assert generate_into_store(pipe, ps, s, store, batch_size=2) == {"generated": 1, "cached": 2}
     # another settings key is another run
     assert generate_into_store(pipe, ps[:1], GenerationSettings(steps=3), store)["generated"] == 1
+
+
+def test_run_key_names_revision_dtype_device_and_scheduler(pipe, tiny_model, tmp_path):
+    import shutil
+
+    from ldm_explore.backend.pipeline.loading import model_revision
+    from ldm_explore.backend.pipeline.runner import pipe_signature
+
+    p, s = Prompt(0, "a cube", 1), GenerationSettings(steps=2)
+    sig = pipe_signature(pipe)
+    assert sig == {"revision": model_revision(tiny_model), "dtype": "float32", "device": "cpu",
+                   "scheduler": "DDIMScheduler"}
+    key = run_key(pipe, p, s).settings_key
+    for field, other in (("revision", "0123456789ab"), ("dtype", "float16"), ("device", "cuda"),
+                         ("scheduler", "PNDMScheduler")):
+        assert s.key({**sig, field: other}) != key, field
+    # the same architecture with other weights (a retrained model) is another revision
+    other = tmp_path / "retrained"
+    shutil.copytree(tiny_model, other)
+    from safetensors.torch import load_file, save_file
+
+    f = other / "unet" / "diffusion_pytorch_model.safetensors"
+    sd = load_file(str(f))
+    sd = {k: v + 0.01 if v.is_floating_point() else v for k, v in sd.items()}
+    save_file(sd, str(f))
+    assert model_revision(other) != model_revision(tiny_model)
+    # a Hugging Face snapshot is named by its commit
+    snap = tmp_path / "models--a--b" / "snapshots" / "3f2a9c"
+    snap.mkdir(parents=True)
+    assert model_revision(snap) == "3f2a9c"

@@ -49,16 +49,16 @@ def load_bundle(name: str = "toyworld", device: str | None = "cpu", dtype: str |
     else:
         raise UserError(f"bundle '{name}': unknown (bundles: {', '.join(BUNDLES)})")
     if model:
+        from ..pipeline.layers import default_layers
         from ..pipeline.loading import load_pipeline
-        from ..pipeline.recorder import SELF_ATTENTION_PATTERN, match_layers
 
         pipe = load_pipeline(model, device=device, dtype=dtype)
-        b = replace(b, pipe=pipe, layers=tuple(match_layers(pipe.unet, [SELF_ATTENTION_PATTERN])), probes=None)
+        b = replace(b, pipe=pipe, layers=default_layers(pipe.unet), probes=None)
     return b
 
 
 def _load_toyworld(device: str | None = "cpu", dtype: str | None = None, bundle_dir: Path | None = None) -> Bundle:
-    from ..pipeline.layers import self_attention_layers
+    from ..pipeline.layers import default_layers
     from ..pipeline.loading import load_pipeline
     from . import toyworld as tw
 
@@ -69,7 +69,7 @@ def _load_toyworld(device: str | None = "cpu", dtype: str | None = None, bundle_
                                      "(train it with `ldm-explore toyworld train`)")
     pipe = load_pipeline(folder / "pipeline", device=device, dtype=dtype)
     dev = str(pipe.unet.device)
-    layers = tuple(i.path for i in self_attention_layers(pipe.unet))  # forward order: encoder, bottleneck, decoder
+    layers = default_layers(pipe.unet)
     probes = folder / "probes.safetensors"
     return Bundle("toyworld", pipe, tw.load_estimators(folder, dev), tw.load_classifier(folder, dev),
                   folder / "prompts.csv", layers, folder, probes if probes.exists() else None)
@@ -77,8 +77,8 @@ def _load_toyworld(device: str | None = "cpu", dtype: str | None = None, bundle_
 
 def _load_sd14(device: str | None = None, dtype: str | None = None, hybrid: bool = False) -> Bundle:
     """SD v1.4 with the studies' estimators; a missing model is a one-line error naming its fetch command."""
+    from ..pipeline.layers import default_layers
     from ..pipeline.loading import load_pipeline, pick_device
-    from ..pipeline.recorder import SELF_ATTENTION_PATTERN, match_layers
     from .sd14 import SD14, SD14Estimators, VGG16Classifier, inventory
 
     missing = [m for m in inventory(hybrid) if not m.found]
@@ -90,4 +90,4 @@ def _load_sd14(device: str | None = None, dtype: str | None = None, hybrid: bool
     pipe = load_pipeline(SD14, device=dev, dtype=dtype)
     folder = Path(__file__).resolve().parent
     return Bundle("sd14", pipe, SD14Estimators(dev, hybrid), VGG16Classifier(device=dev), folder / "sd14-prompts.txt",
-                  tuple(match_layers(pipe.unet, [SELF_ATTENTION_PATTERN])), folder)
+                  default_layers(pipe.unet), folder)

@@ -77,10 +77,12 @@ def inventory(hybrid: bool = False) -> list[ModelStatus]:
         ("pip install 'ldm-explore[sd]' && " if not has_ck else "") +
         "python -c \"from carvekit.ml.files.models_loc import tracer_b7_pretrained; tracer_b7_pretrained()\""))
     has_in = importlib.util.find_spec("intrinsic") is not None
+    weights = [_torch_hub_file(f) for f in INTRINSIC_WEIGHTS["paper_weights"]]
+    found = has_in and all(f.exists() for f in weights)
     out.append(ModelStatus(
-        "shading", "Intrinsic (Careaga & Aksoy 2023)", has_in, "intrinsic package" if has_in else "-",
-        "pip install https://github.com/compphoto/Intrinsic/archive/main.zip",
-        "academic licence; its weights download on first use"))
+        "shading", "Intrinsic (Careaga & Aksoy 2023)", found, str(weights[0]) if found else "-",
+        (f"{INTRINSIC_INSTALL} && " if not has_in else "") + intrinsic_fetch(),
+        "academic licence"))
     vf = _torch_hub_file(VGG16_FILE)
     out.append(ModelStatus("classifier", "VGG-16, torchvision IMAGENET1K_V1", vf.exists(), str(vf) if vf.exists() else "-",
                            VGG16_FETCH))
@@ -175,25 +177,63 @@ class TracerMask:
         return np.stack([np.asarray(m, np.float32) / 255.0 for m in out])
 
 
+INTRINSIC_WEIGHTS = {  # load_models(name) fetches these into torch hub's checkpoints folder
+    "paper_weights": ("final_weights.pt",),  # Careaga & Aksoy 2023, the ordinal-shading paper (the studies')
+    "v2": tuple(f"stage_{i}.pt" for i in range(5)),  # their 2024 colourful pipeline; its grey stages give shading
+}
+INTRINSIC_INSTALL = "pip install https://github.com/compphoto/Intrinsic/archive/main.zip"
+
+
+def intrinsic_fetch(weights: str = "paper_weights") -> str:
+    return f"python -c \"from intrinsic.pipeline import load_models; load_models('{weights}', device='cpu')\""
+
+
+def uninvert(inv: np.ndarray, eps: float = 1e-3) -> np.ndarray:
+    """Intrinsic's networks predict shading S in the inverse space 1 / (S + 1); this is its ``uninvert``."""
+    return 1.0 / np.clip(inv, eps, 1.0) - 1.0
+
+
 class IntrinsicShading:
-    """Intrinsic (Careaga & Aksoy 2023): grayscale shading at the image's size."""
+    """Intrinsic (Careaga & Aksoy 2023): grayscale shading at the image's size.
 
-    def __init__(self, device: str = "cpu"):
+    Its grey pipeline (``run_gray_pipeline``) returns ``gry_shd`` in the *inverse* space 1 / (S + 1), at the size
+    its optimal-resize step chose unless asked to keep the input's (``maintain_size``, in the versions that have
+    it). This wrapper returns S itself, resized to the image when the pipeline did not. Its weights are read from
+    torch hub's checkpoints folder, where ``load_models`` keeps them; missing weights are an error here, never a
+    download.
+    """
+
+    def __init__(self, device: str = "cpu", weights: str = "paper_weights"):
         if importlib.util.find_spec("intrinsic") is None:
-            raise ModelNotFoundError("the Intrinsic model is not installed (academic licence): "
-                                     "`pip install https://github.com/compphoto/Intrinsic/archive/main.zip`")
-        from intrinsic.pipeline import load_models, run_pipeline
+            raise ModelNotFoundError(f"the Intrinsic model is not installed (academic licence): `{INTRINSIC_INSTALL}`")
+        missing = [f for f in INTRINSIC_WEIGHTS[weights] if not _torch_hub_file(f).exists()]
+        if missing:
+            raise ModelNotFoundError(f"Intrinsic weights are missing ({_torch_hub_file(missing[0])}); fetch them with "
+                                     f"{intrinsic_fetch(weights)}")
+        import inspect
 
-        self._run = run_pipeline
-        self.models = load_models("v2", device=device)
+        from intrinsic import pipeline
+
+        self._pipeline = pipeline
+        self._keeps_size = "maintain_size" in inspect.signature(pipeline.run_gray_pipeline).parameters
+        self.models = pipeline.load_models(weights, device=device)  # found on disk: no download
         self.device = device
 
     def shading(self, images) -> np.ndarray:
         out = []
         for a in _as_batch(images):
-            res = self._run(self.models, a.astype(np.float32) / 255.0, device=self.device)
-            s = np.asarray(res.get("gry_shd", res.get("dif_shd")), np.float32)
-            out.append(s.mean(-1) if s.ndim == 3 else s)
+            h, w = a.shape[:2]
+            kw = {"maintain_size": True} if self._keeps_size else {}
+            res = self._pipeline.run_gray_pipeline(self.models, a.astype(np.float32) / 255.0, device=self.device, **kw)
+            s = uninvert(np.asarray(res["gry_shd"], np.float32))
+            if s.ndim == 3:
+                s = s.mean(-1)
+            if s.shape != (h, w):
+                import torch
+
+                s = torch.nn.functional.interpolate(torch.from_numpy(s)[None, None], size=(h, w), mode="bilinear",
+                                                    align_corners=False)[0, 0].numpy()
+            out.append(s.astype(np.float32))
         return np.stack(out)
 
 

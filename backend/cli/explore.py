@@ -12,7 +12,7 @@ def add_root_args(ap) -> None:
     ap.add_argument("--model", default=None, metavar="PATH", help="explorer: a toyworld-shaped pipeline folder")
     ap.add_argument("--prompts", default=None, metavar="FILE", help="explorer: prompt file (default: the bundle's)")
     ap.add_argument("--cache", default=None, metavar="DIR", help="run store folder (default: the user cache dir)")
-    ap.add_argument("--device", default="cpu", help="explorer: cpu (default), cuda, mps")
+    ap.add_argument("--device", default="auto", help="explorer: auto (cuda, then mps, then cpu), cuda, mps, cpu")
     ap.add_argument("--renderer", default="auto", choices=["auto", "halfcell", "sixel", "tgp", "unicode"],
                     help="explorer: image rendering (auto: Kitty/Sixel graphics where the terminal speaks them)")
 
@@ -26,7 +26,7 @@ def add_parsers(sub) -> dict:
     p.add_argument("--view", default="xt", choices=["xt", "x0"])
     p.add_argument("--out", default="ldm-explore-export", metavar="DIR")
     p.add_argument("--cache", default=None, metavar="DIR")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps, cpu")
     return {"export": run_export}
 
 

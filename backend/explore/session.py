@@ -20,7 +20,7 @@ class RunCancelled(Exception):
 
 class ExplorerSession:
     def __init__(self, bundle: str = "toyworld", model: str | None = None, prompts: str | None = None,
-                 cache: str | None = None, device: str | None = "cpu", steps: int = 15, guidance: float = 7.5):
+                 cache: str | None = None, device: str | None = "auto", steps: int = 15, guidance: float = 7.5):
         self.bundle_name, self.model_path, self.prompts_path = bundle, model, prompts
         self.cache, self.device, self.steps, self.guidance = cache, device, steps, guidance
         self.bundle = None

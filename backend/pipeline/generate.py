@@ -27,10 +27,13 @@ class GenerationSettings:
     act_dtype: str = "float16"
     layers: tuple[str, ...] = ()
 
-    def key(self) -> str:
-        """A short hash of everything that changes what a run produces."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+    def key(self, pipe_signature: dict | None = None) -> str:
+        """A short hash of everything that changes what a run produces: these settings and, given, the
+        pipeline's signature (weights' revision, dtype, device kind, scheduler: :func:`.runner.pipe_signature`)."""
+        d = asdict(self)
+        if pipe_signature:
+            d["pipe"] = pipe_signature
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,6 +115,7 @@ def generate(pipe, prompts: Sequence[Prompt], settings: GenerationSettings = Gen
             on_latents(i, rec.latents[-1], rec.x0[-1] if rec.x0 else None)
         return out
 
+    check_size(pipe, settings)
     latents = initial_latents(pipe, len(prompts), gens, settings)
     with rec:
         out = pipe(
@@ -143,6 +147,16 @@ def generate(pipe, prompts: Sequence[Prompt], settings: GenerationSettings = Gen
             meta={"num_steps": S, "unet_calls": len(rec.timesteps)},
         ))
     return results
+
+
+def check_size(pipe, settings: GenerationSettings) -> None:
+    """Height and width the pipeline can make: multiples of the VAE's downsampling factor (8 for SD)."""
+    f = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    for name, v in (("height", settings.height), ("width", settings.width)):
+        if v is not None and (v < f or v % f):
+            from ..errors import UserError
+
+            raise UserError(f"--{name} {v}: must be a positive multiple of {f} (the VAE downsamples by {f})")
 
 
 def initial_latents(pipe, batch: int, generators: list[torch.Generator], settings: GenerationSettings):

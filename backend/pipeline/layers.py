@@ -64,10 +64,24 @@ def short_name(unet, path: str) -> str:
     return path
 
 
+def forward_order(paths) -> list[str]:
+    """Module paths of a UNet2DConditionModel sorted as the forward pass meets them: the input convolution and
+    time embedding, down blocks, mid block, up blocks, the output. diffusers registers ``up_blocks`` before
+    ``mid_block``, so registration order is not forward order; within a block it is."""
+    rank = {"conv_in": 0, "time_proj": 0, "time_embedding": 0, "down_blocks": 1, "mid_block": 2, "up_blocks": 3}
+    paths = list(paths)
+    return sorted(paths, key=lambda p: (rank.get(p.split(".")[0], 4), paths.index(p)))
+
+
+def default_layers(unet) -> tuple[str, ...]:
+    """The layers a bundle probes by default: every self-attention output, in forward order."""
+    return tuple(i.path for i in self_attention_layers(unet))
+
+
 def resolve_layers(unet, patterns) -> tuple[str, ...]:
     """Layer arguments (module paths, glob patterns, 'self-attention' / 'all' for every self-attention
-    output) to module paths; none given -> none."""
+    output) to module paths in forward order; none given -> none."""
     from .recorder import SELF_ATTENTION_PATTERN, match_layers
 
     pats = [SELF_ATTENTION_PATTERN if p in ("self-attention", "all") else p for p in patterns]
-    return tuple(match_layers(unet, pats)) if pats else ()
+    return tuple(forward_order(match_layers(unet, pats))) if pats else ()

@@ -14,6 +14,7 @@ import torch
 from ..errors import ModelNotFoundError, UserError
 
 SCHEDULERS = {
+    "lms": "LMSDiscreteScheduler",  # the studies' scheduler
     "ddim": "DDIMScheduler",
     "pndm": "PNDMScheduler",
     "euler": "EulerDiscreteScheduler",
@@ -87,7 +88,50 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, dtype: st
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(dev)
     pipe.model_id = str(path.resolve()) if path.exists() else str(model)
+    pipe.model_revision = model_revision(path if path.exists() else _cached_snapshot(str(model)))
     return pipe
+
+
+def _cached_snapshot(repo: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, local_files_only=True))
+    except Exception:
+        return None
+
+
+def model_revision(folder: Path | None) -> str:
+    """What identifies the weights in ``folder``: the Hugging Face snapshot's commit hash for a cached hub model,
+    otherwise a short hash of every config file and, per weight file, its size and its first and last MiB
+    (cheap, and a retrained model of the same architecture gets another revision)."""
+    if folder is None:
+        return "unknown"
+    folder = Path(folder).resolve()
+    if folder.parent.name == "snapshots":
+        return folder.name
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder).as_posix()
+        h.update(rel.encode())
+        if f.suffix == ".json" or f.suffix == ".txt":
+            h.update(f.read_bytes())
+        else:
+            size = f.stat().st_size
+            h.update(str(size).encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                if size > 2 << 20:
+                    fh.seek(-(1 << 20), os.SEEK_END)
+                    h.update(fh.read(1 << 20))
+    return h.hexdigest()[:12]
+
+
+def compute_dtype(device) -> torch.dtype:
+    """The widest float type ``device`` computes in: float64, except on MPS, which has none."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
 
 def quiet_hf() -> None:

@@ -167,19 +167,38 @@ class Recorder:
         return {}
 
 
-def predicted_x0(sample: torch.Tensor, eps: torch.Tensor, t: float, scheduler) -> torch.Tensor | None:
-    """x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) for an epsilon-predicting scheduler.
+def predicted_x0(sample: torch.Tensor, output: torch.Tensor, t: float, scheduler) -> torch.Tensor | None:
+    """Predicted x0 from the UNet's input ``sample`` and its (guided) ``output``, for the scheduler's prediction
+    type, with abar the cumulative alpha of timestep ``t``:
 
-    ``sample`` is the UNet's input, i.e. after ``scheduler.scale_model_input``: for DDIM/PNDM/DDPM that is
-    x_t itself, for sigma schedulers (Euler, DPM) x / sqrt(sigma^2 + 1), which is again
-    sqrt(abar) x0 + sqrt(1 - abar) eps. So the same formula serves every epsilon-predicting scheduler.
+        epsilon        x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)
+        v_prediction   x0 = sqrt(abar) x_t - sqrt(1 - abar) v
+        sample         x0 = the output itself
+
+    ``sample`` is the UNet's input, i.e. after ``scheduler.scale_model_input``: for DDIM/PNDM/DDPM that is x_t,
+    for sigma schedulers (Euler, LMS, DPM) x / sqrt(sigma^2 + 1), which is again sqrt(abar) x0 + sqrt(1 - abar)
+    eps with abar = 1 / (1 + sigma^2); there the scheduler's own sigma of the current step is used (its
+    timesteps can fall between the training timesteps). Computed in float64 (float32 on MPS, which has none).
     """
     if scheduler is None or not hasattr(scheduler, "alphas_cumprod"):
         return None
-    if getattr(scheduler.config, "prediction_type", "epsilon") != "epsilon":
+    kind = getattr(scheduler.config, "prediction_type", "epsilon")
+    if kind not in ("epsilon", "v_prediction", "sample"):
         return None
-    ac = scheduler.alphas_cumprod
-    i = min(max(int(round(t)), 0), len(ac) - 1)
-    a = ac[i].to(torch.float64)
-    x0 = (sample.double() - (1 - a).sqrt() * eps.double()) / a.sqrt()
+    if kind == "sample":
+        return output.float()
+    sigmas, i = getattr(scheduler, "sigmas", None), getattr(scheduler, "step_index", None)
+    if sigmas is not None and i is not None and i < len(sigmas):
+        a = 1.0 / (1.0 + float(sigmas[i]) ** 2)
+    else:
+        ac = scheduler.alphas_cumprod
+        a = float(ac[min(max(int(round(t)), 0), len(ac) - 1)])
+    from .loading import compute_dtype
+
+    dt = compute_dtype(sample.device)
+    x, o = sample.to(dt), output.to(dt)
+    if kind == "epsilon":
+        x0 = (x - (1 - a) ** 0.5 * o) / a ** 0.5
+    else:
+        x0 = a ** 0.5 * x - (1 - a) ** 0.5 * o
     return x0.float()

@@ -10,8 +10,15 @@ from .generate import GenerationSettings, generate
 from ..prompts import Prompt
 
 
+def pipe_signature(pipe) -> dict:
+    """What else changes a run's result besides the settings: the weights' revision, their dtype, the kind of
+    device (kernels differ between CPU, CUDA and MPS) and the scheduler the pipeline came with."""
+    return {"revision": getattr(pipe, "model_revision", "unknown"), "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+            "device": pipe.unet.device.type, "scheduler": type(pipe.scheduler).__name__}
+
+
 def run_key(pipe, prompt: Prompt, settings: GenerationSettings) -> RunKey:
-    return RunKey(pipe.model_id, prompt.index, prompt.seed, settings.key())
+    return RunKey(pipe.model_id, prompt.index, prompt.seed, settings.key(pipe_signature(pipe)))
 
 
 def generate_into_store(pipe, prompts: Sequence[Prompt], settings: GenerationSettings, store: RunStore,
@@ -54,7 +61,7 @@ def generate_into_store(pipe, prompts: Sequence[Prompt], settings: GenerationSet
                 return
             for r in generate(pipe, mine, settings, on_step=on_step):
                 store.put(run_key(pipe, r.prompt, settings), r, settings.to_dict(),
-                          extra={"model_id": pipe.model_id})
+                          extra={"model_id": pipe.model_id, "pipe": pipe_signature(pipe)})
                 stats["generated"] += 1
                 on_run(1)
 
