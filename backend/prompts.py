@@ -112,9 +112,33 @@ class PromptSet(Sequence[Prompt]):
         return cls(prompts, str(path), fmt)
 
 
-def read_prompts(path: str | Path) -> PromptSet:
-    """Read and validate a prompt file (see :meth:`PromptSet.read`)."""
-    return PromptSet.read(path)
+def read_prompts(path: str | Path, test: str | Path | None = None, val_every: int = 5) -> PromptSet:
+    """Read and validate a prompt file (see :meth:`PromptSet.read`), or, given ``test``, a train file and a test
+    file as the studies published them (see :func:`read_split_files`)."""
+    return PromptSet.read(path) if test is None else read_split_files(path, test, val_every)
+
+
+def read_split_files(train: str | Path, test: str | Path, val_every: int = 5) -> PromptSet:
+    """A train file and a test file (the studies' two CSVs, as they are) as one PromptSet with splits: the test
+    file is the test split; sorted by prompt index, every ``val_every``-th prompt of the train file (the 5th,
+    10th, ...) is the validation split, the rest train. The same prompt index in both files is an error."""
+    import dataclasses
+
+    tr, te = PromptSet.read(train), PromptSet.read(test)
+    for path, ps in ((train, tr), (test, te)):
+        have = {k for k in ps.splits() if k != "-"}
+        if have:
+            raise PromptFileError(path, f"has a split column ({', '.join(sorted(have))}); give it alone with "
+                                        "--prompts, or two files without one", line=1)
+    for p in te:
+        if p.index in tr._by_index:
+            raise PromptFileError(test, f"prompt index {p.index} is also in {train} (line {tr.by_index(p.index).line}): "
+                                        "the train and test files must not share prompts", line=p.line)
+    ordered = sorted(tr, key=lambda p: p.index)
+    val = {p.index for k, p in enumerate(ordered) if (k + 1) % val_every == 0}
+    prompts = [dataclasses.replace(p, split="val" if p.index in val else "train") for p in tr]
+    prompts += [dataclasses.replace(p, split="test") for p in te]
+    return PromptSet(prompts, f"{train} + {test}", "csv")
 
 
 def _decode(path: Path, raw: bytes) -> str:

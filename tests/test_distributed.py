@@ -30,7 +30,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_fit_what_one_fits(tmp_path):
     args = ["experiment", "run", "--bundle", "toyworld", "--per-split", "3", "--batch-size", "2",
-            "--no-baselines", "--device", "cpu", "--json"]
+            "--no-baselines", "--device", "cpu", "--json", "--keep-activations"]
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     two = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",

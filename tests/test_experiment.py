@@ -43,7 +43,8 @@ def test_shuffled_unet_keeps_each_tensor_multiset():
 def report(tmp_path_factory):
     d = tmp_path_factory.mktemp("exp")
     r = cli("experiment", "run", "--bundle", "toyworld", "--per-split", "3", "--batch-size", "3", "--out",
-            d / "report", "--cache", d / "store", "--json", timeout=900)
+            d / "report", "--cache", d / "store", "--json", "--keep-activations", timeout=900)
+    assert "keeping activations in" in r.stderr and "MiB per run" in r.stderr
     assert r.returncode == 0, r.stderr
     return d, json.loads(r.stdout)
 
@@ -118,7 +119,68 @@ def test_rerun_resumes_without_recomputing(report):
 
     d, summary = report
     ck = d / "report" / "checkpoint"
-    again = run_experiment("toyworld", per_split=3, out=d / "report", cfg=Config(batch=3), device="cpu",
-                           store=RunStore(d / "store"))
+    again = run_experiment("toyworld", per_split=3, out=d / "report", cfg=Config(batch=3, keep_activations=True),
+                           device="cpu", store=RunStore(d / "store"))
     assert json.loads(json.dumps(again["properties"])) == summary["properties"]
     assert (ck / "test-rows.jsonl").read_text().count("\n") == 3  # no test image scored twice
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_activation_buffer_holds_what_the_recorder_copies(tiny_model, spill, tmp_path):
+    """A batch's activations kept by the experiment's buffer (on the device, or spilled to a file) are exactly
+    those the recorder copies to the host."""
+    from ldm_explore.backend.experiment.buffer import ActivationBuffer
+    from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
+    from ldm_explore.backend.pipeline.layers import default_layers
+    from ldm_explore.backend.pipeline.loading import load_pipeline
+    from ldm_explore.backend.prompts import Prompt
+
+    pipe = load_pipeline(tiny_model, device="cpu")
+    prompts = [Prompt(0, "a red cube", 1), Prompt(1, "a blue cone", 2)]
+    s = GenerationSettings(steps=3, layers=default_layers(pipe.unet))
+    host = generate(pipe, prompts, s, decode=False)
+    with ActivationBuffer("cpu", spill=spill, folder=tmp_path) as buf:
+        runs = generate(pipe, prompts, s, decode=False, sink=buf)
+        assert all(r.activations == {} for r in runs) and buf.bad() == {}
+        assert len(list(tmp_path.iterdir())) == 0  # an anonymous temporary file: nothing left behind
+        for layer in s.layers:
+            for step in range(3):
+                got = buf.get(layer, step)
+                for b in range(2):
+                    np.testing.assert_array_equal(got[b].numpy(), host[b].activations[layer][step])
+            np.testing.assert_array_equal(buf.run(layer, 1), host[1].activations[layer])
+        assert buf.nbytes == sum(h.activations[layer].nbytes for h in host for layer in s.layers)
+
+
+def test_a_run_with_a_non_finite_activation_is_named_and_left_out(tmp_path):
+    from ldm_explore.backend.experiment.buffer import ActivationBuffer
+    from ldm_explore.backend.experiment.engine import Batch, Config, Experiment
+    from ldm_explore.backend.pipeline.generate import generate
+
+    b = load_bundle("toyworld", device="cpu")
+    ps = PromptSet.read(b.prompts).per_split(2)
+    notes = []
+    ex = Experiment(b, ps, tmp_path / "r", RunStore(tmp_path / "s"), b.layers[:2],
+                    Config(steps=4, baselines=False), notify=notes.append)
+    poisoned = (b.layers[1], 2)
+
+    def sink(layer, step, t):  # the second run's output turns non-finite at one layer and step
+        if (layer, step) == poisoned:
+            t = t.clone()
+            t[1, 0, 0, 0] = float("nan")
+        buf(layer, step, t)
+
+    st = {"real": ProbeStats(b.properties)}
+    with ActivationBuffer("cpu") as buf:
+        runs = generate(b.pipe, list(ps.select("train")), ex.rec, decode=False, sink=sink)
+        ex._accumulate(ex._checked(Batch(runs, buf)), st)
+    p = runs[1].prompt
+    assert notes == [f"prompt {p.index} (seed {p.seed}): activation of {b.layers[1]} at step 2 is not finite; "
+                     "left out of the sums"]
+    assert st["real"].images == 1 and all(np.isfinite(v).all() for v in st["real"].to_tensors().values())
+    # the sums are the first run's alone (recorded here in the same batch, so with the same arithmetic)
+    host = generate(b.pipe, list(ps.select("train")), ex.rec, decode=False)[0]
+    one = ProbeStats(b.properties)
+    one.add_run({k: v for k, v in host.activations.items() if k in b.layers[:2]}, targets(b.estimators, host.final))
+    for k, v in one.to_tensors().items():  # (the labels were computed for the batch at once: float32 last bits)
+        np.testing.assert_allclose(st["real"].to_tensors()[k], v, rtol=1e-6, atol=1e-6)

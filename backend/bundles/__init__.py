@@ -27,6 +27,19 @@ def toyworld_dir() -> Path:
     return TOYWORLD_DIR
 
 
+SD14_DIR = Path(__file__).resolve().parent / "sd14"
+
+
+def prompt_files(name: str) -> tuple[Path, Path | None]:
+    """A bundle's default prompt file(s), without loading the bundle: (file with a split column, None) or
+    (train file, test file)."""
+    if name == "sd14":
+        return SD14_DIR / "train_split_prompts_seeds.csv", SD14_DIR / "test_split_prompts_seeds.csv"
+    if name == "toyworld":
+        return toyworld_dir() / "prompts.csv", None
+    raise UserError(f"bundle '{name}': unknown (bundles: {', '.join(BUNDLES)})")
+
+
 def resolve_model(model: str) -> str:
     """A bundle name stands for its pipeline folder; anything else is a path or hub id."""
     if model == "toyworld":
@@ -39,25 +52,27 @@ def resolve_model(model: str) -> str:
 
 
 def load_bundle(name: str = "toyworld", device: str | None = "cpu", dtype: str | None = None,
-                bundle_dir: Path | None = None, model: str | None = None) -> Bundle:
+                bundle_dir: Path | None = None, model: str | None = None, scheduler: str | None = None) -> Bundle:
     """The bundle ``name``, complete. ``model``: another pipeline (a folder or cached hub id) judged by the
-    bundle's estimators and classifier; the bundle's fitted probes then don't apply to it."""
+    bundle's estimators and classifier; the bundle's fitted probes then don't apply to it. ``scheduler``:
+    "lms", "pndm", "ddim", ... (default: the bundle's own; LMS for sd14, as the studies used)."""
     if name == "sd14":
-        b = _load_sd14(device=device, dtype=dtype)
+        b = _load_sd14(device=device, dtype=dtype, scheduler=scheduler or "lms")
     elif name == "toyworld":
-        b = _load_toyworld(device=device, dtype=dtype, bundle_dir=bundle_dir)
+        b = _load_toyworld(device=device, dtype=dtype, bundle_dir=bundle_dir, scheduler=scheduler)
     else:
         raise UserError(f"bundle '{name}': unknown (bundles: {', '.join(BUNDLES)})")
     if model:
         from ..pipeline.layers import default_layers
         from ..pipeline.loading import load_pipeline
 
-        pipe = load_pipeline(model, device=device, dtype=dtype)
+        pipe = load_pipeline(model, device=device, dtype=dtype, scheduler=scheduler)
         b = replace(b, pipe=pipe, layers=default_layers(pipe.unet), probes=None)
     return b
 
 
-def _load_toyworld(device: str | None = "cpu", dtype: str | None = None, bundle_dir: Path | None = None) -> Bundle:
+def _load_toyworld(device: str | None = "cpu", dtype: str | None = None, bundle_dir: Path | None = None,
+                   scheduler: str | None = None) -> Bundle:
     from ..pipeline.layers import default_layers
     from ..pipeline.loading import load_pipeline
     from . import toyworld as tw
@@ -67,7 +82,7 @@ def _load_toyworld(device: str | None = "cpu", dtype: str | None = None, bundle_
         if not (folder / f).exists():
             raise ModelNotFoundError(f"toyworld bundle: {folder / f} is missing "
                                      "(train it with `ldm-explore toyworld train`)")
-    pipe = load_pipeline(folder / "pipeline", device=device, dtype=dtype)
+    pipe = load_pipeline(folder / "pipeline", device=device, dtype=dtype, scheduler=scheduler)
     dev = str(pipe.unet.device)
     layers = default_layers(pipe.unet)
     probes = folder / "probes.safetensors"
@@ -75,19 +90,22 @@ def _load_toyworld(device: str | None = "cpu", dtype: str | None = None, bundle_
                   folder / "prompts.csv", layers, folder, probes if probes.exists() else None)
 
 
-def _load_sd14(device: str | None = None, dtype: str | None = None, hybrid: bool = False) -> Bundle:
-    """SD v1.4 with the studies' estimators; a missing model is a one-line error naming its fetch command."""
+def _load_sd14(device: str | None = None, dtype: str | None = None, hybrid: bool = False,
+               scheduler: str | None = "lms") -> Bundle:
+    """SD v1.4 with the studies' estimators. A missing pipeline or classifier is a one-line error naming its
+    fetch command; a missing estimator leaves its property out (``Bundle.left_out``)."""
     from ..pipeline.layers import default_layers
     from ..pipeline.loading import load_pipeline, pick_device
     from .sd14 import SD14, SD14Estimators, VGG16Classifier, inventory
 
-    missing = [m for m in inventory(hybrid) if not m.found]
+    missing = [m for m in inventory(hybrid) if not m.found and m.role in ("pipeline", "classifier")]
     if missing:
         m = missing[0]
         more = f" (and {len(missing) - 1} more: `ldm-explore models --bundle sd14`)" if len(missing) > 1 else ""
         raise ModelNotFoundError(f"sd14 bundle: {m.name} is missing; fetch it with `{m.fetch}`{more}")
     dev = str(pick_device(device))
-    pipe = load_pipeline(SD14, device=dev, dtype=dtype)
-    folder = Path(__file__).resolve().parent
-    return Bundle("sd14", pipe, SD14Estimators(dev, hybrid), VGG16Classifier(device=dev), folder / "sd14-prompts.txt",
-                  default_layers(pipe.unet), folder)
+    pipe = load_pipeline(SD14, device=dev, dtype=dtype, scheduler=scheduler)
+    est = SD14Estimators(dev, hybrid)
+    train, test = prompt_files("sd14")
+    return Bundle("sd14", pipe, est, VGG16Classifier(device=dev), train, default_layers(pipe.unet), SD14_DIR,
+                  left_out=tuple(est.left_out), test_prompts=test)

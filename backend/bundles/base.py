@@ -18,6 +18,8 @@ class Estimators(Protocol):
     Images in: uint8 (H, W, 3) or (B, H, W, 3). Maps out: float (B, H, W) at the images' size.
     """
 
+    properties: tuple[str, ...]  # the properties it estimates, in the property table's order
+
     def all(self, images) -> dict[str, np.ndarray]:
         """Every property's maps, keyed by property name ("mask", "depth", "shading")."""
 
@@ -52,7 +54,20 @@ class Bundle:
     pipe: object  # a diffusers StableDiffusionPipeline with a ``model_id`` attribute
     estimators: Estimators
     classifier: Classifier
-    prompts: Path  # the bundle's default prompt file
+    prompts: Path  # the bundle's default prompt file (with a split column), or its train file
     layers: tuple[str, ...]  # the layers probed by default (every self-attention output), forward order
     folder: Path  # where the bundle's own files live
     probes: Path | None = None  # fitted probes for this pipeline, when there are any
+    left_out: tuple[str, ...] = ()  # one line per property without its estimator: which model is missing, and why
+    test_prompts: Path | None = None  # the test file, where the default prompts come as a train and a test file
+
+    def read_prompts(self):
+        """The bundle's default prompts with their splits."""
+        from ..prompts import read_prompts
+
+        return read_prompts(self.prompts, self.test_prompts)
+
+    @property
+    def properties(self) -> tuple[str, ...]:
+        """The properties this bundle can label and probe (those whose estimator is present)."""
+        return self.estimators.properties

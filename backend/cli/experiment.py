@@ -12,8 +12,18 @@ def add_parsers(sub) -> dict:
     exs = ex.add_subparsers(dest="ex_command", metavar="ACTION", required=True)
     p = exs.add_parser("run", help="run (or resume) an experiment and write its report folder")
     p.add_argument("--bundle", default="toyworld", help="model bundle (default toyworld)")
-    p.add_argument("--prompts", default=None, metavar="FILE", help="prompt file with a split column "
-                   "(default: the bundle's own)")
+    p.add_argument("--prompts", default=None, metavar="FILE", help="prompt file with a split column, or the train "
+                   "file with --test-prompts (default: the bundle's own)")
+    p.add_argument("--test-prompts", default=None, metavar="FILE",
+                   help="the test file beside a train file (the studies' two CSVs as they are); validation is every "
+                        "fifth train prompt by index")
+    p.add_argument("--model", default=None, metavar="PATH|HUB_ID",
+                   help="another Stable-Diffusion-family pipeline (SD 1.x, 2.x; a folder or a cached hub id), judged "
+                        "by the bundle's estimators and classifier")
+    p.add_argument("--scheduler", default=None,
+                   help="lms, pndm, ddim, euler, dpm, ddpm (default: the bundle's; LMS for sd14, as the studies)")
+    p.add_argument("--height", type=int, default=None, help="image height (default: the model's; 512 for SD v1.4)")
+    p.add_argument("--width", type=int, default=None, help="image width (default: the model's)")
     p.add_argument("--layers", nargs="*", default=None, metavar="LAYER",
                    help="module paths or glob patterns (default: every self-attention layer)")
     p.add_argument("--out", default=None, metavar="DIR", help="report folder (default: ./report-<bundle>)")
@@ -25,6 +35,10 @@ def add_parsers(sub) -> dict:
     p.add_argument("--per-split", type=int, default=None, metavar="N", help="only the first N prompts of each split")
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines (shuffled UNet, VAE latent, spatial prior)")
+    p.add_argument("--keep-activations", action="store_true",
+                   help="keep every run with its activations in the run store (the disk it takes is printed first)")
+    p.add_argument("--checkpoint-every", type=int, default=20, metavar="N",
+                   help="save the probe statistics every N runs (default 20)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     return {"experiment": run}
@@ -41,12 +55,17 @@ def run(args) -> int:
     from ..experiment.distributed import Dist
     from ..experiment.engine import Config, run_experiment
 
-    at_least_one(args, "--steps", "--batch-size", "--per-split")
+    at_least_one(args, "--steps", "--batch-size", "--per-split", "--checkpoint-every")
+    if args.test_prompts and not args.prompts:
+        from ..errors import UserError
+
+        raise UserError("--test-prompts FILE goes with --prompts TRAIN_FILE")
     con = Console(stderr=True)
     store = RunStore(args.cache, on_corrupt=lambda m: con.print(f"[yellow]warning:[/] {m}"))
     out = Path(args.out or f"report-{args.bundle}")
     cfg = Config(steps=args.steps, guidance=args.guidance, view=args.view, batch=args.batch_size,
-                 baselines=not args.no_baselines)
+                 baselines=not args.no_baselines, keep_activations=args.keep_activations,
+                 checkpoint_every=args.checkpoint_every, height=args.height, width=args.width)
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*cols, console=con, disable=not Dist().main) as prog:
         tasks = {}
@@ -57,7 +76,9 @@ def run(args) -> int:
             prog.update(tasks[stage], completed=done, total=total)
 
         summary = run_experiment(args.bundle, args.prompts, out, layers=args.layers, per_split=args.per_split,
-                                 cfg=cfg, device=args.device, progress=progress, store=store)
+                                 cfg=cfg, device=args.device, progress=progress, store=store,
+                                 test_prompts=args.test_prompts, model=args.model, scheduler=args.scheduler,
+                                 notify=lambda m: con.print(m, highlight=False, markup=False, soft_wrap=True))
     if summary is None:  # not the main process
         return 0
     con.print(f"report written to {out}/ (summary.md, metrics.csv, curves-*.png, heatmap-*.png)")

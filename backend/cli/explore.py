@@ -13,6 +13,9 @@ def add_root_args(ap) -> None:
     ap.add_argument("--prompts", default=None, metavar="FILE", help="explorer: prompt file (default: the bundle's)")
     ap.add_argument("--cache", default=None, metavar="DIR", help="run store folder (default: the user cache dir)")
     ap.add_argument("--device", default="auto", help="explorer: auto (cuda, then mps, then cpu), cuda, mps, cpu")
+    ap.add_argument("--probes", default=None, metavar="FILE",
+                    help="explorer: fitted probes (default: those an experiment published for the model, else the "
+                         "bundle's own)")
     ap.add_argument("--renderer", default="auto", choices=["auto", "halfcell", "sixel", "tgp", "unicode"],
                     help="explorer: image rendering (auto: Kitty/Sixel graphics where the terminal speaks them)")
 
@@ -40,7 +43,7 @@ def run_explorer(args) -> int:
     if args.bundle not in ("toyworld", "sd14"):
         raise UserError(f"--bundle {args.bundle}: choose toyworld or sd14")
     session = ExplorerSession(bundle=args.bundle, model=args.model, prompts=args.prompts, cache=args.cache,
-                              device=args.device)
+                              device=args.device, probes=args.probes)
     run_app(session, renderer=args.renderer)
     return 0
 

@@ -37,20 +37,20 @@ def shuffled_unet(unet, seed: int = 0):
 
 
 @torch.no_grad()
-def teacher_forced_acts(unet, pipe, run, layers, settings) -> dict[str, np.ndarray]:
-    """Activations of ``unet`` (the shuffled copy) teacher-forced along a real run's trajectory: at every
-    step it sees exactly the real UNet's inputs (x_t, timestep, text), so only the weights differ."""
+def teacher_forced_acts(unet, pipe, runs, layers, settings, sink) -> None:
+    """Run ``unet`` (the shuffled copy) teacher-forced along real runs' trajectories, the whole batch at once: at
+    every step it sees exactly the real UNet's inputs (x_t, timestep, text), so only the weights differ.
+    ``sink(layer, step, tensor)`` receives each layer's output, (B, h, w, c) of the text half, on the device."""
     from ..pipeline.generate import initial_latents
     from ..pipeline.recorder import Recorder
 
     dev, dt = pipe.unet.device, pipe.unet.dtype
-    prompt = run.prompt
-    cond, uncond = pipe.encode_prompt(prompt.prompt, dev, 1, True)
+    cond, uncond = pipe.encode_prompt([r.prompt.prompt for r in runs], dev, 1, True)
     emb = torch.cat([uncond, cond])
-    x0 = initial_latents(pipe, 1, [torch.Generator().manual_seed(prompt.seed)], settings)
-    x0 = x0 * pipe.scheduler.init_noise_sigma
-    inputs = [x0] + [torch.from_numpy(run.latents[i])[None].to(dev, dt) for i in range(len(run.timesteps) - 1)]
-    with Recorder(unet, list(layers), guidance=True, guidance_scale=settings.guidance) as rec:
-        for x, t in zip(inputs, run.timesteps):
+    x = initial_latents(pipe, len(runs), [torch.Generator().manual_seed(r.prompt.seed) for r in runs], settings)
+    inputs = [x * pipe.scheduler.init_noise_sigma]
+    inputs += [torch.from_numpy(np.stack([r.latents[i] for r in runs])).to(dev, dt)
+               for i in range(len(runs[0].timesteps) - 1)]
+    with Recorder(unet, list(layers), guidance=True, guidance_scale=settings.guidance, sink=sink):
+        for x, t in zip(inputs, runs[0].timesteps):
             unet(torch.cat([x, x]), torch.tensor(t, device=dev), encoder_hidden_states=emb)
-    return {n: rec.stacked(n)[:, 0].numpy() for n in rec.layer_names}

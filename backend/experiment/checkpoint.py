@@ -31,28 +31,33 @@ class Checkpoint:
     def _done_file(self, split: str) -> Path:
         return self.folder / f"stats-{split}-done{self.suffix}.json"
 
-    def load_stats(self, split: str, kinds: tuple[str, ...], props: tuple[str, ...]) -> tuple[dict, set]:
-        """Statistics per kind and the prompt indices they hold. The first kind is always there; a later kind
-        missing from a checkpoint made by an older version is left out rather than fitted on part of the runs."""
+    def load_stats(self, split: str, kinds: tuple[str, ...], props: tuple[str, ...], device="cpu") -> tuple[dict, set]:
+        """Statistics per kind (on ``device``) and the prompt indices they hold. The first kind is always there;
+        a later kind missing from a checkpoint made by an older version is left out rather than fitted on part
+        of the runs."""
         f = self._done_file(split)
         done = set(json.loads(f.read_text())) if f.exists() else set()
         st = {}
         for k in kinds:
             path = self.stats_file(split, k)
             if path.exists() and done:
-                st[k] = ProbeStats.load(path)
+                st[k] = ProbeStats.load(path, device)
             elif k == kinds[0] or not done:
-                st[k] = ProbeStats(props)
+                st[k] = ProbeStats(props, device)
         return st, done
 
-    def save_stats(self, split: str, st: dict, done: set) -> None:
+    def save_stats(self, split: str, st: dict, done: set) -> int:
+        """Write the statistics and the prompts they hold; returns the bytes written."""
+        size = 0
         for k, s in st.items():
             if s.images:
                 s.save(self.stats_file(split, k))
+                size += self.stats_file(split, k).stat().st_size
         f = self._done_file(split)
         tmp = f.with_suffix(".tmp")
         tmp.write_text(json.dumps(sorted(done)))
         tmp.replace(f)
+        return size
 
     # --- test rows -------------------------------------------------------------------------------
     @property

@@ -7,9 +7,6 @@ of this: every function here is then a no-op.
 
 from __future__ import annotations
 
-import numpy as np
-
-
 class Dist:
     def __init__(self):
         import os
@@ -46,31 +43,29 @@ class Dist:
             self.state.wait_for_everyone()
 
     def all_reduce_stats(self, st):
-        """Sum ProbeStats over all processes, in place (a process without runs contributes zeros)."""
+        """Sum ProbeStats over all processes, in place, where they live: on each process's device (NCCL wants
+        CUDA tensors, gloo CPU ones). A process without runs contributes zeros of the others' shapes."""
         if not self.state:
             return st
         import torch
         import torch.distributed as td
 
-        shapes = {k: v.shape for k, v in st.to_tensors().items()}
+        from ..probing.stats import FIELDS
+
+        shapes = {(layer, name): tuple(getattr(st, name)[layer].shape) for layer in st.n for name in FIELDS}
         everyone: list = [None] * self.world
         td.all_gather_object(everyone, shapes)
         union: dict = {}
         for d in everyone:
             union.update(d)
-        from ..probing.stats import ProbeStats
-
-        arrays = st.to_tensors()
-        for key in sorted(union):
-            a = arrays.get(key)
-            t = torch.from_numpy(np.ascontiguousarray(a if a is not None else np.zeros(union[key]), np.float64))
-            td.all_reduce(t, op=td.ReduceOp.SUM)
-            layer, name = key.rsplit("/", 1)
-            getattr(st, name)[layer] = t.numpy()
-        n = torch.tensor([st.images], dtype=torch.int64)
+        for layer, name in sorted(union):
+            arrays = getattr(st, name)
+            if layer not in arrays:
+                arrays[layer] = torch.zeros(union[(layer, name)], dtype=torch.float64, device=st.device)
+            td.all_reduce(arrays[layer], op=td.ReduceOp.SUM)
+        n = torch.tensor([st.images], dtype=torch.int64, device=st.device)
         td.all_reduce(n, op=td.ReduceOp.SUM)
         st.images = int(n.item())
-        assert isinstance(st, ProbeStats)
         return st
 
     def gather_rows(self, rows: list[dict]) -> list[dict]:

@@ -11,7 +11,6 @@ import numpy as np
 
 from ..probing import properties
 from ..probing.emergence import emergence_step, recognition_step
-from ..probing.properties import NAMES
 from .baselines import BASELINES, LATENT, PRIOR
 from .scores import ScoreKey, aggregate
 
@@ -40,7 +39,7 @@ def write_report(out: Path, rows: list[dict], probes: dict, layer_names: dict[st
     (out / "metrics.csv").write_text(buf.getvalue())
     # --- per property: best layer, curves, emergence
     summary = {"meta": meta, "properties": {}, "classifier": {}}
-    for prop in NAMES:
+    for prop in probes["real"].props:
         m = properties.get(prop).metric
         bl = probes["real"].best_layer(prop)
 

@@ -15,7 +15,6 @@ from ..probing import properties
 from ..probing.emergence import emergence_step, recognition_step
 from ..probing.labels import per_step, targets
 from ..probing.metrics import primary
-from ..probing.properties import NAMES
 from ..probing.ridge import Probes, upsample
 
 VIEWS = ("xt", "x0")
@@ -32,6 +31,7 @@ class RunAnalysis:
     ots: dict[str, np.ndarray]  # view -> (S, P, H, W) off-the-shelf maps
     top5: dict[str, list]  # view -> per step [(class, prob)] * 5
     final_top5: list
+    props: tuple[str, ...]  # the properties labelled (the bundle's), in the order of target and ots
     probes: Probes | None = None
     _probe_maps: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -41,26 +41,33 @@ class RunAnalysis:
 
     @property
     def layers(self) -> list[str]:
+        """The probed layers this run can show: recorded, and fitted for as many steps as the run has."""
         if self.probes is None:
             return []
-        return [layer for layer in self.probes.layers if layer in self.activations]
+        return [layer for layer in self.probes.layers
+                if layer in self.activations and len(self.probes.W[layer]) == self.num_steps]
 
     @property
     def default_layer(self) -> str | None:
-        """The layer shown first: the best on validation for depth (see :meth:`Probes.best_layer`)."""
-        return self.probes.best_layer("depth", self.layers) if self.layers else None
+        """The layer shown first: the best on validation for depth, or the first property probed when depth is
+        not (see :meth:`Probes.best_layer`)."""
+        if not self.layers:
+            return None
+        return self.probes.best_layer("depth" if "depth" in self.probes.props else self.probes.props[0], self.layers)
 
     def probe_maps(self, layer: str) -> np.ndarray:
-        """(S, P, H, W) probe predictions of ``layer`` upsampled to the label size."""
+        """(S, P, H, W) probe predictions of ``layer`` upsampled to the label size, in the order of ``props``."""
         if layer not in self._probe_maps:
             H, W = self.target.shape[-2:]
-            self._probe_maps[layer] = upsample(self.probes.predict(layer, self.activations[layer]), H, W)
+            pred = self.probes.predict(layer, self.activations[layer])
+            pred = pred[:, [self.probes.props.index(p) for p in self.props]]
+            self._probe_maps[layer] = upsample(pred, H, W)
         return self._probe_maps[layer]
 
     def metrics(self, layer: str | None, view: str = "xt") -> dict[str, dict[str, np.ndarray]]:
         """{property: {"probe": (S,), "off-the-shelf": (S,)}} of the property's primary metric."""
         out = {}
-        for k, prop in enumerate(NAMES):
+        for k, prop in enumerate(self.props):
             row = {"off-the-shelf": primary(prop, self.ots[view][:, k], self.target[k])}
             if layer is not None:
                 row["probe"] = primary(prop, self.probe_maps(layer)[:, k], self.target[k])
@@ -78,7 +85,7 @@ class RunAnalysis:
         rows = []
         for s in range(self.num_steps):
             r = {"step": s, "timestep": self.timesteps[s]}
-            for prop in NAMES:
+            for prop in self.props:
                 for src, v in m[prop].items():
                     r[f"{prop} {properties.get(prop).metric} ({src})"] = round(float(v[s]), 4)
             top = self.top5[view][s][0]
@@ -94,7 +101,7 @@ def analyse(bundle, run: RunResult, probes: Probes | None = None) -> RunAnalysis
     top5 = {v: bundle.classifier.top_k(images[v], 5) for v in VIEWS}
     return RunAnalysis(run.prompt, run.final, images, run.activations, list(run.timesteps),
                        targets(bundle.estimators, run.final), ots, top5, bundle.classifier.top_k(run.final[None], 5)[0],
-                       probes)
+                       bundle.properties, probes)
 
 
 def to_rgb(m: np.ndarray, prop: str) -> np.ndarray:

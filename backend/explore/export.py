@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from ..probing import properties
-from ..probing.properties import NAMES
 from .analysis import RunAnalysis, to_rgb
 
 
@@ -24,7 +23,7 @@ def export(a: RunAnalysis, folder: Path, layer: str | None, view: str = "xt", sc
     S = a.num_steps
     H, W = a.final.shape[:2]
     rows = [("image", a.images[view])]
-    for k, prop in enumerate(NAMES):
+    for k, prop in enumerate(a.props):
         if layer is not None:
             rows.append((f"{prop} probe", np.stack([to_rgb(x, prop) for x in a.probe_maps(layer)[:, k]])))
         rows.append((f"{prop} off-the-shelf", np.stack([to_rgb(x, prop) for x in a.ots[view][:, k]])))
@@ -34,7 +33,7 @@ def export(a: RunAnalysis, folder: Path, layer: str | None, view: str = "xt", sc
     for s in range(S):
         d.text((label_w + s * (cw + 2) + 2, 3), f"step {s}", fill="black")
     d.text((label_w + S * (cw + 2) + 2, 3), "final labels", fill="black")
-    refs = [a.final] + [to_rgb(a.target[k], p) for k, p in enumerate(NAMES) for _ in ([0, 1] if layer else [0])]
+    refs = [a.final] + [to_rgb(a.target[k], p) for k, p in enumerate(a.props) for _ in ([0, 1] if layer else [0])]
     for r, (name, imgs) in enumerate(rows):
         y = 18 + r * (ch + 2)
         d.text((4, y + ch // 2 - 6), name, fill="black")
@@ -50,8 +49,8 @@ def export(a: RunAnalysis, folder: Path, layer: str | None, view: str = "xt", sc
     import matplotlib.pyplot as plt
 
     m = a.metrics(layer, view)
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), dpi=100)
-    for ax, prop in zip(axes, NAMES):
+    fig, axes = plt.subplots(1, len(a.props), figsize=(11 * len(a.props) / 3, 3.2), dpi=100, squeeze=False)
+    for ax, prop in zip(axes[0], a.props):
         for src, v in m[prop].items():
             ax.plot(range(S), v, marker="o", ms=3, label=src)
         ax.set_title(f"{prop} ({properties.get(prop).metric})")

@@ -20,8 +20,10 @@ class RunCancelled(Exception):
 
 class ExplorerSession:
     def __init__(self, bundle: str = "toyworld", model: str | None = None, prompts: str | None = None,
-                 cache: str | None = None, device: str | None = "auto", steps: int = 15, guidance: float = 7.5):
+                 cache: str | None = None, device: str | None = "auto", steps: int = 15, guidance: float = 7.5,
+                 probes: str | None = None):
         self.bundle_name, self.model_path, self.prompts_path = bundle, model, prompts
+        self.probes_path = probes
         self.cache, self.device, self.steps, self.guidance = cache, device, steps, guidance
         self.bundle = None
         self.probes = None
@@ -34,10 +36,11 @@ class ExplorerSession:
 
     # --- loading (slow: torch, diffusers; call from a worker) -------------------------------------
     def read_prompts(self) -> PromptSet:
-        from ..bundles import toyworld_dir
+        """The prompt file given, else the bundle's own (read without loading the bundle)."""
+        from ..bundles import prompt_files
+        from ..prompts import read_prompts
 
-        path = self.prompts_path or (toyworld_dir() / "prompts.csv")
-        self.prompts = PromptSet.read(path)
+        self.prompts = PromptSet.read(self.prompts_path) if self.prompts_path else read_prompts(*prompt_files(self.bundle_name))
         return self.prompts
 
     def load(self) -> None:
@@ -52,9 +55,19 @@ class ExplorerSession:
         # a toyworld-shaped pipeline of the user's (--model) is judged by the bundle's models
         b = load_bundle(self.bundle_name, device=self.device, model=self.model_path)
         self.bundle = b
-        if b.probes is not None:
-            self.probes = Probes.load(b.probes)
-        else:
+        self.warnings += list(b.left_out)
+        from ..pipeline.runner import probes_file
+
+        # --probes; else what an experiment published for this pipeline; else the bundle's shipped probes
+        published = probes_file(self.store, b.pipe, self.steps)
+        path = self.probes_path or (published if published.exists() else b.probes)
+        if path is not None:
+            self.probes = Probes.load(path)
+            unknown = [layer for layer in self.probes.layers if layer not in b.layers]
+            if unknown:
+                self.warnings.append(f"{path}: probes for layers this model does not have ({unknown[0]}); not shown")
+                self.probes = None
+        if self.probes is None:
             self.warnings.append("no fitted probes for this model: run `ldm-explore experiment run` to fit them; "
                                  "showing off-the-shelf maps only")
         self.settings = GenerationSettings(steps=self.steps, guidance=self.guidance, layers=b.layers)

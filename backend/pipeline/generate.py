@@ -92,20 +92,27 @@ def _act_dtype(name: str) -> torch.dtype:
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
 
 
+VIEWS = ("xt", "x0")  # decoded x_t after each step; decoded predicted x0
+
+
 @torch.no_grad()
 def generate(pipe, prompts: Sequence[Prompt], settings: GenerationSettings = GenerationSettings(),
-             record: bool = True, decode: bool = True, on_step=None, on_latents=None) -> list[RunResult]:
+             record: bool = True, decode=VIEWS, on_step=None, on_latents=None, sink=None) -> list[RunResult]:
     """Run ``prompts`` as one batch (each with its own seed) through the stock pipeline, recording.
 
-    ``on_step(step, num_steps)`` is called after each denoising step (progress bars; ``num_steps`` is the
-    scheduler's real count, e.g. N+1 for PNDM); ``on_latents(step, x_t, x0)`` too, with that step's
-    latents, for live previews. Either may raise to abort the run.
+    ``decode``: the views whose every step is decoded to images ("xt", "x0"; True for both, False for none: the
+    VAE decoder at full size costs about what denoising does). ``sink``: a ``sink(layer, step, tensor)`` that
+    receives the recorded activations on the compute device (see :class:`Recorder`); the results then hold
+    none. ``on_step(step, num_steps)`` is called after each denoising step (progress bars; ``num_steps`` is the
+    scheduler's real count, e.g. N+1 for PNDM); ``on_latents(step, x_t, x0)`` too, with that step's latents,
+    for live previews. Either may raise to abort the run.
     """
+    views = VIEWS if decode is True else () if decode is False else tuple(decode)
     gens = [torch.Generator(device="cpu").manual_seed(p.seed) for p in prompts]
     guidance = settings.guidance > 1.0
     rec = Recorder(pipe, list(settings.layers), half=settings.half, guidance=guidance,
                    guidance_scale=settings.guidance, dtype=_act_dtype(settings.act_dtype),
-                   record_activations=record and bool(settings.layers))
+                   record_activations=record and bool(settings.layers), sink=sink)
 
     def callback(p, i, t, kw):
         out = rec.step_callback(p, i, t, kw)
@@ -124,29 +131,28 @@ def generate(pipe, prompts: Sequence[Prompt], settings: GenerationSettings = Gen
             callback_on_step_end=callback,
         )
     finals = to_uint8(out.images)
-    S = len(rec.latents)
+    S, B = len(rec.latents), len(prompts)
     lat = torch.stack(rec.latents)  # (S, B, C, h, w)
     x0 = torch.stack(rec.x0) if rec.x0 else torch.zeros_like(lat)
-    results = []
-    for b, p in enumerate(prompts):
-        xt_img = decode_latents(pipe, lat[:, b]) if decode else np.zeros((0,), np.uint8)
-        x0_img = decode_latents(pipe, x0[:, b]) if decode else np.zeros((0,), np.uint8)
-        acts = {}
-        if settings.half == "both" and guidance:
-            B = len(prompts)
-            for n in rec.layer_names:
-                a = rec.stacked(n)  # (S, 2B, h, w, c): uncond then cond
-                acts[n] = torch.stack([a[:, b], a[:, B + b]], 1).numpy()  # (S, 2, h, w, c)
-        else:
-            for n in rec.layer_names:
-                acts[n] = rec.stacked(n)[:, b].numpy()
-        results.append(RunResult(
-            prompt=p, final=finals[b], xt_images=xt_img, x0_images=x0_img,
-            latents=lat[:, b].numpy(), x0_latents=x0[:, b].numpy(), timesteps=list(rec.timesteps),
-            activations=acts,
-            meta={"num_steps": S, "unet_calls": len(rec.timesteps)},
-        ))
-    return results
+    # each prompt's activations, (S, h, w, c); a layer's batch tensors are let go as soon as every prompt has its
+    # copy, so memory grows with the batch, never with its square
+    acts: list[dict[str, np.ndarray]] = [{} for _ in prompts]
+    for n in list(rec.activations) if sink is None else ():
+        steps = rec.activations.pop(n)
+        for b in range(B):
+            if settings.half == "both" and guidance:  # (S, 2, h, w, c): uncond then cond
+                acts[b][n] = torch.stack([torch.stack([t[b], t[B + b]]) for t in steps]).numpy()
+            else:
+                acts[b][n] = torch.stack([t[b] for t in steps]).numpy()
+        del steps
+    none = np.zeros((0,), np.uint8)
+    return [RunResult(
+        prompt=p, final=finals[b],
+        xt_images=decode_latents(pipe, lat[:, b]) if "xt" in views else none,
+        x0_images=decode_latents(pipe, x0[:, b]) if "x0" in views else none,
+        latents=lat[:, b].numpy(), x0_latents=x0[:, b].numpy(), timesteps=list(rec.timesteps),
+        activations=acts[b], meta={"num_steps": S, "unet_calls": len(rec.timesteps)},
+    ) for b, p in enumerate(prompts)]
 
 
 def check_size(pipe, settings: GenerationSettings) -> None:

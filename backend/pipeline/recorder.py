@@ -10,6 +10,10 @@ In the style of nnsight / baukit: a context manager that hooks named modules and
 
 Hooks only read: the pipeline's outputs are bit-identical with and without a Recorder.
 
+Copies to the host are made without blocking (into pinned memory on CUDA) and waited for once per step, in
+``step_callback``. A ``sink`` instead receives every recorded output on the compute device and keeps it where
+it wants (the experiment keeps a batch's activations on the GPU, or spills them to disk on a CPU).
+
 A *step* is one iteration of the pipeline's denoising loop: one UNet call, one scheduler step. DDIM makes
 N of them for N inference steps; PNDM (PLMS) makes N+1, its warm-up repeating the second timestep.
 """
@@ -61,6 +65,8 @@ class Recorder:
     half     which half of a classifier-free-guidance batch to keep: "cond" (text, the default), "uncond", "both"
     guidance whether the UNet batch is doubled for guidance (unconditional half first, as in diffusers)
     dtype    storage dtype of activations (float16 halves memory; latents and x0 are kept in float32)
+    sink     ``sink(layer, step, tensor)`` receives each output on the compute device, (batch, h, w, c) in
+             ``dtype``, instead of the recorder keeping a host copy in ``activations``
     """
 
     unet: torch.nn.Module
@@ -71,6 +77,7 @@ class Recorder:
     dtype: torch.dtype = torch.float16
     scheduler: object | None = None
     record_activations: bool = True
+    sink: object | None = None
 
     # filled while recording
     activations: dict[str, list[torch.Tensor]] = field(default_factory=dict, init=False)
@@ -143,10 +150,10 @@ class Recorder:
             eps = eps_u + self.guidance_scale * (eps_c - eps_u)
             sample = sample.chunk(2)[1]
         eps = eps.detach().float()
-        self.eps.append(eps.cpu())
+        self.eps.append(_to_host(eps))
         x0 = predicted_x0(sample.detach().float(), eps, self.timesteps[-1], self.scheduler)
         if x0 is not None:
-            self.x0.append(x0.cpu())
+            self.x0.append(_to_host(x0))
 
     def _layer_hook(self, name: str):
         def hook(module, args, output):
@@ -157,14 +164,36 @@ class Recorder:
                 out = out.reshape(out.shape[0], h, w, out.shape[2])
             elif out.dim() == 4:  # (b, c, h, w) feature map
                 out = out.permute(0, 2, 3, 1)
-            self.activations[name].append(out.to(device="cpu", dtype=self.dtype))
+            out = out.to(dtype=self.dtype)
+            if self.sink is not None:
+                self.sink(name, len(self.timesteps) - 1, out)
+            else:
+                self.activations[name].append(_to_host(out, copy=False))  # nothing writes into a Linear's output
 
         return hook
 
     def step_callback(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
-        """Pass as ``callback_on_step_end``: records x_t after each scheduler step, changes nothing."""
-        self.latents.append(callback_kwargs["latents"].detach().float().cpu())
+        """Pass as ``callback_on_step_end``: records x_t after each scheduler step, changes nothing; the one
+        place a step waits for its copies to the host."""
+        lat = callback_kwargs["latents"].detach()
+        self.latents.append(_to_host(lat.float()))
+        if lat.device.type == "cuda":
+            torch.cuda.current_stream(lat.device).synchronize()
+        elif lat.device.type == "mps":
+            torch.mps.synchronize()
         return {}
+
+
+def _to_host(t: torch.Tensor, copy: bool = True) -> torch.Tensor:
+    """A host copy of ``t`` that does not wait: into pinned memory with a non-blocking copy on CUDA (the step
+    callback waits once per step). On the CPU a copy (``copy``), so that later in-place changes cannot reach
+    it, or ``t`` itself."""
+    if t.device.type == "cuda":
+        out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        return out.copy_(t, non_blocking=True)
+    if t.device.type == "cpu":
+        return t.clone() if copy else t
+    return t.to("cpu", non_blocking=True)
 
 
 def predicted_x0(sample: torch.Tensor, output: torch.Tensor, t: float, scheduler) -> torch.Tensor | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
-from ldm_explore.cache.store import RunKey, RunStore
+from ldm_explore.cache.store import RunKey, RunStore, model_slug
 
 from .generate import GenerationSettings, generate
 from ..prompts import Prompt
@@ -15,6 +16,14 @@ def pipe_signature(pipe) -> dict:
     device (kernels differ between CPU, CUDA and MPS) and the scheduler the pipeline came with."""
     return {"revision": getattr(pipe, "model_revision", "unknown"), "dtype": str(pipe.unet.dtype).removeprefix("torch."),
             "device": pipe.unet.device.type, "scheduler": type(pipe.scheduler).__name__}
+
+
+def probes_file(store: RunStore, pipe, steps: int) -> Path:
+    """Where an experiment publishes the probes it fitted for this pipeline (its weights' revision, its
+    scheduler) at ``steps`` denoising steps, and where the explorer finds them: beside the run store."""
+    sig = pipe_signature(pipe)
+    return (store.root / "probes" / f"{model_slug(pipe.model_id)}-{sig['revision']}" /
+            f"{sig['scheduler']}-{steps}steps.safetensors")
 
 
 def run_key(pipe, prompt: Prompt, settings: GenerationSettings) -> RunKey:

@@ -32,6 +32,7 @@ def upsample(pred: np.ndarray, H: int, W: int) -> np.ndarray:
 
 
 def _centered(st: ProbeStats, layer: str):
+    st = st.numpy()
     n = st.n[layer][:, None]
     mx = st.sx[layer] / n
     my = st.sy[layer] / n
@@ -42,6 +43,7 @@ def _centered(st: ProbeStats, layer: str):
 
 def sse(st: ProbeStats, layer: str, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Sum of squared errors of y ~ x W + b on the data summarised by ``st``: (S, P)."""
+    st = st.numpy()
     n = st.n[layer][:, None]
     xy = np.einsum("scp,scp->sp", W, st.xy[layer])
     wxxw = np.einsum("scp,scd,sdp->sp", W, st.xx[layer], W)
@@ -130,6 +132,7 @@ class Probes:
 def fit(train: ProbeStats, val: ProbeStats | None = None, alphas=DEFAULT_ALPHAS, alpha: float | None = None) -> Probes:
     """Ridge probes for every layer and step; alpha chosen per (layer, step, property) on ``val``."""
     alphas = np.asarray([alpha] if alpha is not None else alphas, np.float64)
+    train, val = train.numpy(), val.numpy() if val is not None else None
     Ws, bs, chosen, r2s = {}, {}, {}, {}
     for layer in train.layers:
         W, b = ridge_path(train, layer, alphas)  # (A, S, c, P), (A, S, P)

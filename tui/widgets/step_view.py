@@ -100,8 +100,12 @@ class StepView(Vertical):
         self.query_one("#f-image", Tile).set_image(pil(a.final))
         from ldm_explore.backend.explore.analysis import to_rgb
 
-        for k, p in enumerate(PROPS):
+        for k, p in enumerate(a.props):
             self.query_one(f"#f-{p}", Tile).set_image(pil(to_rgb(a.target[k], p)))
+        for p in PROPS:  # a property the bundle has no estimator for: an empty tile that says so
+            if p not in a.props:
+                for wid in (f"#f-{p}", f"#t-{p}-ots", f"#t-{p}-probe"):
+                    self.query_one(wid, Tile).set_caption(f"{SHORT[p]}: no model")
         self._fill_table()
         if self.step >= a.num_steps:
             self.step = a.num_steps - 1
@@ -149,7 +153,7 @@ class StepView(Vertical):
             from ldm_explore.backend.explore.analysis import to_rgb
 
             out = {"t-image": pil(a.images[view][s])}
-            for k, p in enumerate(PROPS):
+            for k, p in enumerate(a.props):
                 out[f"t-{p}-ots"] = pil(to_rgb(a.ots[view][s, k], p))
                 if layer is not None:
                     out[f"t-{p}-probe"] = pil(to_rgb(a.probe_maps(layer)[s, k], p))
@@ -182,11 +186,11 @@ class StepView(Vertical):
         for wid, img in self._tiles_for(s).items():
             self.query_one(f"#{wid}", Tile).set_image(img)
         if self.layer is None:
-            for p in PROPS:
+            for p in a.props:
                 self.query_one(f"#t-{p}-probe", Tile).set_caption(f"{SHORT[p]} P: none")
         else:
             name = self._short(self.layer)
-            for p in PROPS:
+            for p in a.props:
                 self.query_one(f"#t-{p}-probe", Tile).set_caption(f"{SHORT[p]} P")
             # fixed-size widgets: repaint only, no relayout (a relayout re-renders the whole screen)
             self.query_one("#status", Static).update(
@@ -219,12 +223,15 @@ class StepView(Vertical):
         for s in range(a.num_steps):
             row = [str(s)]
             for p in PROPS:
+                if p not in m:
+                    row.append(f"{'–':>5} {'–':>5}")
+                    continue
                 pr = f"{m[p]['probe'][s]:5.2f}" if "probe" in m[p] else f"{'–':>5}"
                 row.append(f"{pr} {m[p]['off-the-shelf'][s]:5.2f}")
             t.add_row(*row, key=str(s))
         em = a.emergence(self.layer, self.view)
         parts = []
-        for p in PROPS:
+        for p in a.props:
             e = em[p]
             parts.append(f"{p} P {_s(e.get('probe'))} O {_s(e['off-the-shelf'])}")
         self.query_one("#emergence", Static).update("emerges at step: " + " · ".join(parts) +

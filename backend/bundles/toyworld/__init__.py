@@ -85,7 +85,7 @@ def to_input(images, size: int = IMAGE_SIZE) -> torch.Tensor:
     """uint8 (B, H, W, 3) / (H, W, 3) numpy, or float (B, 3, H, W) tensor in [0, 1] -> float tensor."""
     if isinstance(images, np.ndarray):
         a = images[None] if images.ndim == 3 else images
-        x = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(np.array(a)).permute(0, 3, 1, 2).float() / 255.0  # a copy: the store hands out read-only arrays
     else:
         x = images.float()
     if x.shape[-1] != size:
@@ -95,6 +95,8 @@ def to_input(images, size: int = IMAGE_SIZE) -> torch.Tensor:
 
 class ToyEstimators:
     """Mask (TRACER's role), depth (MiDaS's), shading (Intrinsic's): image in, map at image size out."""
+
+    properties = ("mask", "depth", "shading")
 
     def __init__(self, net: DenseNet, device="cpu"):
         self.net = net.eval().to(device)

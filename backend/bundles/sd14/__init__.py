@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelNotFoundError
+from ...errors import ModelNotFoundError
 
 SD14 = "CompVis/stable-diffusion-v1-4"
 DPT_LARGE = "Intel/dpt-large"
@@ -86,6 +86,11 @@ def inventory(hybrid: bool = False) -> list[ModelStatus]:
     vf = _torch_hub_file(VGG16_FILE)
     out.append(ModelStatus("classifier", "VGG-16, torchvision IMAGENET1K_V1", vf.exists(), str(vf) if vf.exists() else "-",
                            VGG16_FETCH))
+    from .fixture import is_fixture
+
+    for m in out:
+        if m.found and is_fixture(m.where):
+            m.note = "random-weight fixture" + (f"; {m.note}" if m.note else "")
     return out
 
 
@@ -238,21 +243,31 @@ class IntrinsicShading:
 
 
 class SD14Estimators:
-    """The three estimators behind the toyworld interface (``all``, ``mask``, ``depth``, ``shading``)."""
+    """The studies' estimators behind the bundle interface (``properties``, ``all``, ``mask``, ``depth``,
+    ``shading``). A missing one leaves its property out (``left_out`` says which and why); none at all is an
+    error."""
 
     def __init__(self, device: str = "cpu", hybrid: bool = False):
-        self.depth_model = DPTDepth(DPT_HYBRID if hybrid else DPT_LARGE, device)
-        self.mask_model = TracerMask(device)
-        self.shading_model = IntrinsicShading(device)
+        makers = {"mask": lambda: TracerMask(device), "depth": lambda: DPTDepth(DPT_HYBRID if hybrid else DPT_LARGE, device),
+                  "shading": lambda: IntrinsicShading(device)}
+        self._models, self.left_out = {}, []
+        for prop, make in makers.items():
+            try:
+                self._models[prop] = make()
+            except ModelNotFoundError as e:
+                self.left_out.append(f"{prop}: left out: {e}")
+        if not self._models:
+            raise ModelNotFoundError("sd14 bundle: no estimator is present (" + "; ".join(self.left_out) + ")")
+        self.properties = tuple(p for p in makers if p in self._models)
 
     def mask(self, images):
-        return self.mask_model.mask(images)
+        return self._models["mask"].mask(images)
 
     def depth(self, images):
-        return self.depth_model.depth(images)
+        return self._models["depth"].depth(images)
 
     def shading(self, images):
-        return self.shading_model.shading(images)
+        return self._models["shading"].shading(images)
 
     def all(self, images) -> dict[str, np.ndarray]:
-        return {"mask": self.mask(images), "depth": self.depth(images), "shading": self.shading(images)}
+        return {p: getattr(self, p)(images) for p in self.properties}
