@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--sample-size", type=int, default=16, help="latent size of the built pipeline")
+    ap.add_argument("--size", type=int, default=None, help="image height and width (default: the model's)")
     a = ap.parse_args()
     tmp = None
     if a.model is None:
@@ -47,11 +48,11 @@ def main() -> None:
     pipe = load_pipeline(resolve_model(a.model), device=a.device)
     layers = tuple(match_layers(pipe.unet, [SELF_ATTENTION_PATTERN]))
     prompt = [Prompt(0, "a red cube left of a blue sphere, lit from the left", 1234)]
-    plain = GenerationSettings(steps=a.steps)
-    rec = GenerationSettings(steps=a.steps, layers=layers)
+    plain = GenerationSettings(steps=a.steps, height=a.size, width=a.size)
+    rec = GenerationSettings(steps=a.steps, layers=layers, height=a.size, width=a.size)
 
     def stock():
-        pipe([p.prompt for p in prompt], num_inference_steps=a.steps, guidance_scale=7.5,
+        pipe([p.prompt for p in prompt], num_inference_steps=a.steps, guidance_scale=7.5, height=a.size, width=a.size,
              generator=[torch.Generator().manual_seed(p.seed) for p in prompt], output_type="np")
 
     arms = {

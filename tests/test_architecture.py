@@ -23,7 +23,7 @@ ALLOWED = {
     "backend.prompts": {"backend.errors"},
     "backend.probing": set(),
     "backend.pipeline": {"backend.errors", "backend.prompts", "cache"},
-    "backend.bundles": {"backend.errors", "backend.pipeline"},
+    "backend.bundles": {"backend.errors", "backend.prompts", "backend.pipeline"},
     "backend.toyworld": {"backend.errors", "backend.prompts", "backend.pipeline", "backend.probing", "backend.bundles"},
     "backend.experiment": {"backend.errors", "backend.prompts", "backend.pipeline", "backend.probing",
                            "backend.bundles", "cache"},

@@ -40,7 +40,7 @@ def test_models_and_missing_bundle_through_the_cli(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == ("ldm-explore: error: sd14 bundle: Stable Diffusion v1.4 "
                                 "(CompVis/stable-diffusion-v1-4) is missing; fetch it with `hf download "
-                                "CompVis/stable-diffusion-v1-4` (and 4 more: `ldm-explore models --bundle sd14`)")
+                                "CompVis/stable-diffusion-v1-4` (and 1 more: `ldm-explore models --bundle sd14`)")
 
 
 def test_dpt_loader_on_a_small_random_model(tmp_path):
@@ -86,7 +86,9 @@ def test_sd14_parts_satisfy_the_bundle_protocols():
     from ldm_explore.backend.bundles.base import Classifier, Estimators
     from ldm_explore.backend.bundles.sd14 import SD14Estimators
 
-    assert issubclass(SD14Estimators, Estimators)
+    est = object.__new__(SD14Estimators)  # its models need weights: the interface is checked without them
+    est.properties = ("depth",)
+    assert isinstance(est, Estimators)
     for name in ("all", "mask", "depth", "shading"):
         assert list(inspect.signature(getattr(SD14Estimators, name)).parameters) == ["self", "images"], name
     assert {"__call__", "top_k"} <= set(dir(VGG16Classifier))

@@ -9,7 +9,6 @@ a bundle holds.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ModelNotFoundError, UserError
@@ -57,22 +56,14 @@ def load_bundle(name: str = "toyworld", device: str | None = "cpu", dtype: str |
     bundle's estimators and classifier; the bundle's fitted probes then don't apply to it. ``scheduler``:
     "lms", "pndm", "ddim", ... (default: the bundle's own; LMS for sd14, as the studies used)."""
     if name == "sd14":
-        b = _load_sd14(device=device, dtype=dtype, scheduler=scheduler or "lms")
-    elif name == "toyworld":
-        b = _load_toyworld(device=device, dtype=dtype, bundle_dir=bundle_dir, scheduler=scheduler)
-    else:
-        raise UserError(f"bundle '{name}': unknown (bundles: {', '.join(BUNDLES)})")
-    if model:
-        from ..pipeline.layers import default_layers
-        from ..pipeline.loading import load_pipeline
-
-        pipe = load_pipeline(model, device=device, dtype=dtype, scheduler=scheduler)
-        b = replace(b, pipe=pipe, layers=default_layers(pipe.unet), probes=None)
-    return b
+        return _load_sd14(device=device, dtype=dtype, scheduler=scheduler or "lms", model=model)
+    if name == "toyworld":
+        return _load_toyworld(device=device, dtype=dtype, bundle_dir=bundle_dir, scheduler=scheduler, model=model)
+    raise UserError(f"bundle '{name}': unknown (bundles: {', '.join(BUNDLES)})")
 
 
 def _load_toyworld(device: str | None = "cpu", dtype: str | None = None, bundle_dir: Path | None = None,
-                   scheduler: str | None = None) -> Bundle:
+                   scheduler: str | None = None, model: str | None = None) -> Bundle:
     from ..pipeline.layers import default_layers
     from ..pipeline.loading import load_pipeline
     from . import toyworld as tw
@@ -82,29 +73,30 @@ def _load_toyworld(device: str | None = "cpu", dtype: str | None = None, bundle_
         if not (folder / f).exists():
             raise ModelNotFoundError(f"toyworld bundle: {folder / f} is missing "
                                      "(train it with `ldm-explore toyworld train`)")
-    pipe = load_pipeline(folder / "pipeline", device=device, dtype=dtype, scheduler=scheduler)
+    pipe = load_pipeline(model or folder / "pipeline", device=device, dtype=dtype, scheduler=scheduler)
     dev = str(pipe.unet.device)
-    layers = default_layers(pipe.unet)
-    probes = folder / "probes.safetensors"
+    probes = folder / "probes.safetensors"  # fitted on the bundle's own pipeline
     return Bundle("toyworld", pipe, tw.load_estimators(folder, dev), tw.load_classifier(folder, dev),
-                  folder / "prompts.csv", layers, folder, probes if probes.exists() else None)
+                  folder / "prompts.csv", default_layers(pipe.unet), folder,
+                  probes if probes.exists() and not model else None)
 
 
 def _load_sd14(device: str | None = None, dtype: str | None = None, hybrid: bool = False,
-               scheduler: str | None = "lms") -> Bundle:
-    """SD v1.4 with the studies' estimators. A missing pipeline or classifier is a one-line error naming its
-    fetch command; a missing estimator leaves its property out (``Bundle.left_out``)."""
+               scheduler: str | None = "lms", model: str | None = None) -> Bundle:
+    """SD v1.4 (or ``model``) with the studies' estimators. A missing pipeline or classifier is a one-line error
+    naming its fetch command; a missing estimator leaves its property out (``Bundle.left_out``)."""
     from ..pipeline.layers import default_layers
     from ..pipeline.loading import load_pipeline, pick_device
     from .sd14 import SD14, SD14Estimators, VGG16Classifier, inventory
 
-    missing = [m for m in inventory(hybrid) if not m.found and m.role in ("pipeline", "classifier")]
+    needed = ("classifier",) if model else ("pipeline", "classifier")
+    missing = [m for m in inventory(hybrid) if not m.found and m.role in needed]
     if missing:
         m = missing[0]
         more = f" (and {len(missing) - 1} more: `ldm-explore models --bundle sd14`)" if len(missing) > 1 else ""
         raise ModelNotFoundError(f"sd14 bundle: {m.name} is missing; fetch it with `{m.fetch}`{more}")
     dev = str(pick_device(device))
-    pipe = load_pipeline(SD14, device=dev, dtype=dtype, scheduler=scheduler)
+    pipe = load_pipeline(model or SD14, device=dev, dtype=dtype, scheduler=scheduler)
     est = SD14Estimators(dev, hybrid)
     train, test = prompt_files("sd14")
     return Bundle("sd14", pipe, est, VGG16Classifier(device=dev), train, default_layers(pipe.unet), SD14_DIR,

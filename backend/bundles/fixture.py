@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-MARKER = "ldm_explore_fixture.json"
+from .sd14 import MARKER, is_fixture  # noqa: F401  (how the lookup recognises the fixture's files)
 
 # the published configs of CompVis/stable-diffusion-v1-4 (diffusers format), stable-diffusion-v1-5, and
 # stabilityai/stable-diffusion-2-1
@@ -149,14 +149,6 @@ def _snapshot(hub: Path, repo: str) -> Path:
 def _mark(path: Path, what: str) -> None:
     target = path / MARKER if path.is_dir() else path.with_name(path.name + ".fixture.json")
     target.write_text(json.dumps({"fixture": "ldm-explore", "what": what, "weights": "random"}))
-
-
-def is_fixture(path: Path | str | None) -> bool:
-    """Whether ``path`` (a snapshot folder or a checkpoint file) was written by the fixture."""
-    if not path or path == "-":
-        return False
-    p = Path(path)
-    return (p / MARKER).exists() if p.is_dir() else p.with_name(p.name + ".fixture.json").exists()
 
 
 def environment(root: Path) -> dict[str, str]:

@@ -45,6 +45,11 @@ def add_parsers(sub) -> dict:
 
 
 def run(args) -> int:
+    at_least_one(args, "--steps", "--batch-size", "--per-split", "--checkpoint-every")  # before anything loads
+    if args.test_prompts and not args.prompts:
+        from ..errors import UserError
+
+        raise UserError("--test-prompts FILE goes with --prompts TRAIN_FILE")
     import json
 
     from rich.console import Console
@@ -55,11 +60,6 @@ def run(args) -> int:
     from ..experiment.distributed import Dist
     from ..experiment.engine import Config, run_experiment
 
-    at_least_one(args, "--steps", "--batch-size", "--per-split", "--checkpoint-every")
-    if args.test_prompts and not args.prompts:
-        from ..errors import UserError
-
-        raise UserError("--test-prompts FILE goes with --prompts TRAIN_FILE")
     con = Console(stderr=True)
     store = RunStore(args.cache, on_corrupt=lambda m: con.print(f"[yellow]warning:[/] {m}"))
     out = Path(args.out or f"report-{args.bundle}")

@@ -61,6 +61,7 @@ def run_layers(args) -> int:
 
 
 def run_generate(args) -> int:
+    at_least_one(args, "--steps", "--batch-size", "--limit")  # before anything loads
     import signal
 
     from rich.console import Console
@@ -75,7 +76,6 @@ def run_generate(args) -> int:
     from ..pipeline.runner import generate_into_store
     from ..prompts import PromptSet
 
-    at_least_one(args, "--steps", "--batch-size", "--limit")
     prompts = PromptSet.read(args.prompts).select(args.split, args.limit)
     store = RunStore(args.cache, on_corrupt=lambda m: Console(stderr=True).print(f"[yellow]warning:[/] {m}"))
     pipe = load_pipeline(resolve_model(args.model), args.device, args.dtype, args.scheduler)

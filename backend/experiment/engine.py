@@ -344,6 +344,8 @@ def run_experiment(bundle="toyworld", prompts=None, out="report", cache=None, la
     from .report import write_report
 
     notify = notify or (lambda msg: None)
+    if prompts is not None and not isinstance(prompts, PromptSet):  # a bad file fails before any model loads
+        prompts = read_prompts(prompts, test_prompts)
     if isinstance(bundle, str):
         dist = Dist()
         if dist.state is not None and device == "auto":
@@ -352,8 +354,7 @@ def run_experiment(bundle="toyworld", prompts=None, out="report", cache=None, la
     for line in bundle.left_out:
         notify(line)
     store = store if store is not None else RunStore(cache)
-    ps = prompts if isinstance(prompts, PromptSet) else \
-        read_prompts(prompts, test_prompts) if prompts else bundle.read_prompts()
+    ps = prompts if prompts is not None else bundle.read_prompts()
     if per_split:
         ps = ps.per_split(per_split)
     layers = resolve_layers(bundle.pipe.unet, layers) if layers else bundle.layers
@@ -369,7 +370,9 @@ def run_experiment(bundle="toyworld", prompts=None, out="report", cache=None, la
         return None
     rows.sort(key=lambda r: r["index"])
     names = {**{i.path: i.short for i in self_attention_layers(bundle.pipe.unet)}, **LAYER_NAMES}
+    from ..bundles.sd14 import is_fixture
+
     return write_report(out, rows, probes, names, {
-        "bundle": bundle.name, "model": bundle.pipe.model_id, "prompts": str(ps.path), "splits": ps.splits(),
+        "bundle": bundle.name, "model": bundle.pipe.model_id, "fixture": is_fixture(getattr(bundle.pipe, "model_folder", None)), "prompts": str(ps.path), "splits": ps.splits(),
         "steps": cfg.steps, "guidance": cfg.guidance, "scheduler": type(bundle.pipe.scheduler).__name__,
         "view": cfg.view, "layers": list(layers), "left_out": list(bundle.left_out), "runs_left_out": ex.skipped})

@@ -109,4 +109,11 @@ def summary_text(summary: dict, S: int) -> str:
     c = summary["classifier"]
     lines.append(f"## classifier\n- Recognition step (top-1 equals the final image's from then on): mean "
                  f"{c['recognition_step_mean']:.1f}, median {c['recognition_step_median']:.0f}.")
+    meta = summary["meta"]
+    notes = ([f"- The model's weights are a random-weight fixture (`ldm-explore fixture`): these figures test the "
+              f"machinery, they say nothing about {meta.get('model', 'the model')}."] if meta.get("fixture") else [])
+    notes += [f"- Property {line}" for line in meta.get("left_out", [])]
+    notes += [f"- Run {line}" for line in meta.get("runs_left_out", [])]
+    if notes:
+        lines += ["", "## left out and caveats", *notes]
     return "\n".join(lines) + "\n"

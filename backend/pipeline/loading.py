@@ -88,7 +88,8 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, dtype: st
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(dev)
     pipe.model_id = str(path.resolve()) if path.exists() else str(model)
-    pipe.model_revision = model_revision(path if path.exists() else _cached_snapshot(str(model)))
+    pipe.model_folder = path.resolve() if path.exists() else _cached_snapshot(str(model))
+    pipe.model_revision = model_revision(pipe.model_folder)
     return pipe
 
 

@@ -13,9 +13,17 @@ from ..prompts import Prompt
 
 def pipe_signature(pipe) -> dict:
     """What else changes a run's result besides the settings: the weights' revision, their dtype, the kind of
-    device (kernels differ between CPU, CUDA and MPS) and the scheduler the pipeline came with."""
-    return {"revision": getattr(pipe, "model_revision", "unknown"), "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-            "device": pipe.unet.device.type, "scheduler": type(pipe.scheduler).__name__}
+    device (kernels differ between CPU, CUDA and MPS) and the scheduler the pipeline came with. Kept on the
+    pipeline per scheduler (the UNet's dtype and device take milliseconds to ask; the explorer asks for every
+    prompt of its list)."""
+    cached = getattr(pipe, "_ldmx_signature", None)
+    if cached is not None and cached[0] is pipe.scheduler:
+        return dict(cached[1])
+    p = next(pipe.unet.parameters())
+    sig = {"revision": getattr(pipe, "model_revision", "unknown"), "dtype": str(p.dtype).removeprefix("torch."),
+           "device": p.device.type, "scheduler": type(pipe.scheduler).__name__}
+    pipe._ldmx_signature = (pipe.scheduler, sig)
+    return dict(sig)
 
 
 def probes_file(store: RunStore, pipe, steps: int) -> Path:

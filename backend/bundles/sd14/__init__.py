@@ -86,12 +86,22 @@ def inventory(hybrid: bool = False) -> list[ModelStatus]:
     vf = _torch_hub_file(VGG16_FILE)
     out.append(ModelStatus("classifier", "VGG-16, torchvision IMAGENET1K_V1", vf.exists(), str(vf) if vf.exists() else "-",
                            VGG16_FETCH))
-    from .fixture import is_fixture
-
     for m in out:
         if m.found and is_fixture(m.where):
             m.note = "random-weight fixture" + (f"; {m.note}" if m.note else "")
     return out
+
+
+MARKER = "ldm_explore_fixture.json"  # written by `ldm-explore fixture` beside every random-weight stand-in
+
+
+def is_fixture(path: Path | str | None) -> bool:
+    """Whether ``path`` (a snapshot folder or a checkpoint file) holds a random-weight stand-in written by
+    ``ldm-explore fixture`` (a marker in the folder, or ``<file>.fixture.json`` beside the file)."""
+    if not path or path == "-":
+        return False
+    p = Path(path)
+    return (p / MARKER).exists() if p.is_dir() else p.with_name(p.name + ".fixture.json").exists()
 
 
 def _as_batch(images) -> np.ndarray:
