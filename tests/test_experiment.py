@@ -184,3 +184,20 @@ def test_a_run_with_a_non_finite_activation_is_named_and_left_out(tmp_path):
     one.add_run({k: v for k, v in host.activations.items() if k in b.layers[:2]}, targets(b.estimators, host.final))
     for k, v in one.to_tensors().items():  # (the labels were computed for the batch at once: float32 last bits)
         np.testing.assert_allclose(st["real"].to_tensors()[k], v, rtol=1e-6, atol=1e-6)
+
+
+def test_a_rerun_with_another_configuration_stops_with_one_line(report, capsys):
+    """The checkpoint records the configuration; resuming it with another one would merge two experiments."""
+    from ldm_explore.backend.cli import main
+
+    d, _ = report
+    args = ["experiment", "run", "--bundle", "toyworld", "--per-split", "3", "--batch-size", "3", "--out",
+            str(d / "report"), "--cache", str(d / "store")]
+    assert main(args + ["--guidance", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"ldm-explore: error: {d / 'report'}: made with another configuration (guidance 7.5 -> 5.0); "
+                   "choose another --out, or --fresh to start this one over"), err
+    assert main(args + ["--per-split", "2"]) == 2  # other prompts: their hash differs
+    assert "prompts_sha256" in capsys.readouterr().err
+    cfg = json.loads((d / "report" / "checkpoint" / "configuration.json").read_text())
+    assert cfg["guidance"] == 7.5 and cfg["steps"] == 15 and len(cfg["layers"]) == 10 and cfg["revision"]

@@ -37,6 +37,8 @@ def add_parsers(sub) -> dict:
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines (shuffled UNet, VAE latent, spatial prior)")
     p.add_argument("--keep-activations", action="store_true",
                    help="keep every run with its activations in the run store (the disk it takes is printed first)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: drop the checkpoint in --out (a rerun resumes it only with the same configuration)")
     p.add_argument("--checkpoint-every", type=int, default=20, metavar="N",
                    help="save the probe statistics every N runs (default 20)")
     p.add_argument("--device", default="auto")
@@ -65,7 +67,7 @@ def run(args) -> int:
     out = Path(args.out or f"report-{args.bundle}")
     cfg = Config(steps=args.steps, guidance=args.guidance, view=args.view, batch=args.batch_size,
                  baselines=not args.no_baselines, keep_activations=args.keep_activations,
-                 checkpoint_every=args.checkpoint_every, height=args.height, width=args.width)
+                 checkpoint_every=args.checkpoint_every, height=args.height, width=args.width, fresh=args.fresh)
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*cols, console=con, disable=not Dist().main) as prog:
         tasks = {}

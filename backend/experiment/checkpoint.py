@@ -18,11 +18,46 @@ from pathlib import Path
 from ..probing.stats import ProbeStats
 
 
+def _short(v) -> str:
+    s = json.dumps(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
 class Checkpoint:
     def __init__(self, folder: Path, rank: int = 0, world: int = 1):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.suffix = f"-rank{rank}of{world}" if world > 1 else ""
+
+    # --- configuration ---------------------------------------------------------------------------
+    def guard(self, config: dict) -> None:
+        """Record the configuration of the runs the checkpoint will hold; refuse to resume one made with another
+        (its statistics would be merged with the new runs'), naming what differs."""
+        from ..errors import UserError
+
+        f = self.folder / "configuration.json"
+        want = json.loads(json.dumps(config))
+        if f.exists():
+            have = json.loads(f.read_text())
+            diff = [k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k) and k != "ldm_explore"]
+            if diff:
+                what = "; ".join(f"{k} {_short(have.get(k))} -> {_short(want.get(k))}" for k in diff)
+                raise UserError(f"{self.folder.parent}: made with another configuration ({what}); choose another "
+                                f"--out, or --fresh to start this one over")
+            return
+        if any(self.folder.iterdir()):
+            raise UserError(f"{self.folder}: a checkpoint without its configuration (an older version made it); "
+                            f"--fresh starts over")
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(json.dumps(want, indent=1))
+        tmp.replace(f)
+
+    def clear(self) -> None:
+        """Start over (``--fresh``): the statistics, test rows and configuration go."""
+        import shutil
+
+        shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
 
     # --- probe statistics ------------------------------------------------------------------------
     def stats_file(self, split: str, kind: str) -> Path:

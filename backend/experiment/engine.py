@@ -41,6 +41,7 @@ class Config:
     batch: int = 10
     baselines: bool = True
     keep_activations: bool = False  # keep every run (activations, decoded steps) in the run store
+    fresh: bool = False  # start over: drop a checkpoint this report folder holds
     checkpoint_every: int = 20  # runs between two checkpoints of the statistics
     height: int | None = None  # None: the model's own size
     width: int | None = None
@@ -81,6 +82,9 @@ class Experiment:
         self.dist = Dist()
         self.device = self.b.pipe.unet.device
         self.ckpt = Checkpoint(self.out / "checkpoint", self.dist.rank, self.dist.world)
+        if cfg.fresh and self.dist.main:
+            self.ckpt.clear()
+        self.dist.barrier()
         self.all_splits = {s: [p for p in prompts if p.split == s] for s in ("train", "val", "test")}
         self.splits = {s: self.dist.share(v) for s, v in self.all_splits.items()}  # this process's share
         if not self.all_splits["train"] or not self.all_splits["test"]:
@@ -90,6 +94,31 @@ class Experiment:
                             f"(found {prompts.splits()})")
         self.skipped: list[str] = []  # runs left out, and why
         self._shuffled = None
+        self.config = self._configuration()
+        if self.dist.main:
+            self.ckpt.guard(self.config)
+        self.dist.barrier()
+
+    def _configuration(self) -> dict:
+        """Everything that decides what the statistics and test rows hold: a checkpoint made with another
+        configuration must not be resumed (see :meth:`Checkpoint.guard`)."""
+        import hashlib
+        from importlib.metadata import PackageNotFoundError, version
+
+        from ..pipeline.runner import pipe_signature
+
+        try:
+            pkg = version("ldm-explore")
+        except PackageNotFoundError:
+            pkg = "unknown"
+        rows = "\n".join(f"{p.index}\t{p.seed}\t{p.split}\t{p.prompt}" for p in self.prompts)
+        sig = pipe_signature(self.b.pipe)
+        return {"bundle": self.b.name, "model": self.b.pipe.model_id, "revision": sig["revision"],
+                "dtype": sig["dtype"], "scheduler": sig["scheduler"], "prompts": str(self.prompts.path),
+                "prompts_sha256": hashlib.sha256(rows.encode()).hexdigest(), "splits": self.prompts.splits(),
+                "properties": list(self.b.properties), "steps": self.cfg.steps, "guidance": self.cfg.guidance,
+                "height": self.cfg.height, "width": self.cfg.width, "view": self.cfg.view,
+                "layers": list(self.layers), "baselines": self.cfg.baselines, "ldm_explore": pkg}
 
     # --- per-batch data --------------------------------------------------------------------------
     def _batches(self, prompts: list[Prompt], stage: str, decode=()) -> Iterator[Batch]:
@@ -375,4 +404,5 @@ def run_experiment(bundle="toyworld", prompts=None, out="report", cache=None, la
     return write_report(out, rows, probes, names, {
         "bundle": bundle.name, "model": bundle.pipe.model_id, "fixture": is_fixture(getattr(bundle.pipe, "model_folder", None)), "prompts": str(ps.path), "splits": ps.splits(),
         "steps": cfg.steps, "guidance": cfg.guidance, "scheduler": type(bundle.pipe.scheduler).__name__,
-        "view": cfg.view, "layers": list(layers), "left_out": list(bundle.left_out), "runs_left_out": ex.skipped})
+        "view": cfg.view, "layers": list(layers), "left_out": list(bundle.left_out), "runs_left_out": ex.skipped,
+        "configuration": ex.config})
