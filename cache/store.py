@@ -163,7 +163,10 @@ class RunStore:
         self.on_corrupt = on_corrupt or (lambda msg: warnings.warn(msg, stacklevel=3))
         marker = self.root / "STORE.json"
         try:
-            if self.root.exists() and not marker.exists() and any(self.root.iterdir()):
+            # another process may be creating the same store: its own folders and marker being written are fine
+            own = {"runs", "tmp", "locks"}
+            if self.root.exists() and not marker.exists() and any(
+                    e.name not in own and not e.name.startswith(".STORE.json.") for e in self.root.iterdir()):
                 raise StoreError(f"{self.root}: folder is not empty and not an ldm-explore run store (no STORE.json)")
             for sub in ("runs", "tmp", "locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)

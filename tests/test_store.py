@@ -69,6 +69,16 @@ def test_foreign_folder_is_refused(tmp_path, prompt_csv):
     assert r.stderr.strip() == f"ldm-explore: error: {tmp_path}: folder is not empty and not an ldm-explore run store (no STORE.json)"
 
 
+def test_a_store_another_process_is_creating_opens(tmp_path):
+    """Two processes opening a new store at once: one may see the other's folders before its STORE.json."""
+    root = tmp_path / "s"
+    for sub in ("runs", "tmp", "locks"):
+        (root / sub).mkdir(parents=True)
+    (root / ".STORE.json.123.abcd.tmp").write_text("")
+    RunStore(root)
+    assert json.loads((root / "STORE.json").read_text())["format"]
+
+
 def test_generate_cli_resumes_and_recomputes_a_corrupt_entry(pipe, prompt_csv, tmp_path):
     cache = tmp_path / "store"
     # two runs stored before (in-process, with the settings the command below uses)

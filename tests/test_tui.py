@@ -246,3 +246,25 @@ def test_smoke_in_a_real_tmux_terminal(tmp_path):
         until("EXITED 0")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+def test_a_property_without_its_model_is_shown_as_such(tmp_path):
+    """sd14 without Intrinsic: the run shows mask and depth, and shading's tiles and numbers say there is no model
+    (here the toyworld estimators are told to estimate two properties)."""
+    async def go():
+        app = make_app(tmp_path)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.session.bundle is not None)
+            app.session.bundle.estimators.properties = ("mask", "depth")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.main.analysis is not None)
+            a = app.main.analysis
+            assert a.props == ("mask", "depth") and a.ots["xt"].shape[1] == 2
+            assert a.probe_maps(a.default_layer).shape[1] == 2  # the probes' shading column is not shown
+            for wid in ("#f-shading", "#t-shading-ots", "#t-shading-probe"):
+                assert app.query_one(wid).caption == "shade: no model"
+            assert app.query_one("#t-shading-ots .tile-image").image is None
+            assert app.query_one("#t-depth-ots .tile-image").image is not None
+            assert "shading" not in str(app.query_one("#emergence").render())
+
+    asyncio.run(go())

@@ -61,10 +61,15 @@ def run(args) -> int:
     from rich.markup import escape
 
     t = Table(title=f"models of the {args.bundle} bundle")
-    for c in ("role", "model", "status", "fetch with"):
+    for c in ("role", "model", "status", "where"):
         t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(escape(r["role"]), escape(r["name"] + (f" ({r['note']})" if r.get("note") else "")),
-                  "[green]found[/]" if r["found"] else "[red]missing[/]", "" if r["found"] else escape(r["fetch"]))
+                  "[green]found[/]" if r["found"] else "[red]missing[/]", escape(r["where"]) if r["found"] else "")
     Console().print(t)
+    missing = [r for r in rows if not r["found"]]
+    if missing:  # whole commands, one per line, never wrapped by the table: they are for copying
+        print("\nto fetch what is missing:")
+        for r in missing:
+            print(f"# {r['role']}: {r['name']}\n{r['fetch']}")
     return 0

@@ -20,6 +20,7 @@ def write_report(out: Path, rows: list[dict], probes: dict, layer_names: dict[st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out = Path(out)
     agg = aggregate(rows)
@@ -63,6 +64,7 @@ def write_report(out: Path, rows: list[dict], probes: dict, layer_names: dict[st
         for k, v in curves.items():
             ax.plot(range(S), v, marker="o", ms=3, label=k if k != "probe" else f"probe ({layer_names.get(bl, bl)})")
         ax.set_xlabel("denoising step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(m)
         ax.set_title(f"{prop}: {m} vs step (test split)")
         ax.grid(alpha=0.3)

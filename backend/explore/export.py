@@ -47,6 +47,7 @@ def export(a: RunAnalysis, folder: Path, layer: str | None, view: str = "xt", sc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     m = a.metrics(layer, view)
     fig, axes = plt.subplots(1, len(a.props), figsize=(11 * len(a.props) / 3, 3.2), dpi=100, squeeze=False)
@@ -55,6 +56,7 @@ def export(a: RunAnalysis, folder: Path, layer: str | None, view: str = "xt", sc
             ax.plot(range(S), v, marker="o", ms=3, label=src)
         ax.set_title(f"{prop} ({properties.get(prop).metric})")
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(a.prompt.prompt[:100], fontsize=8)

@@ -49,6 +49,17 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
     return torch.float16 if device.type in ("cuda", "mps") else torch.float32
 
 
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache as the environment says now (HF_HUB_CACHE, else HF_HOME/hub, else the
+    default): huggingface_hub reads it once, at import, so a notebook or a test that points it elsewhere later
+    would otherwise still read the old one."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                                                     "huggingface")
+    return os.path.join(home, "hub")
+
+
 def fetch_hint(model: str) -> str:
     return f"fetch it with `hf download {model}` (or pass a local folder with --model PATH)"
 
@@ -78,7 +89,8 @@ def load_pipeline(model: str | os.PathLike, device: str | None = None, dtype: st
         if str(model).startswith((".", "/", "~")) or str(model).count("/") != 1:
             raise ModelNotFoundError(f"model '{model}': no such folder, and not a hub id of the form owner/name")
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(str(model), local_files_only=True, **kwargs)
+            pipe = StableDiffusionPipeline.from_pretrained(str(model), local_files_only=True, cache_dir=hf_cache_dir(),
+                                                           **kwargs)
         except (OSError, ValueError, EnvironmentError):
             raise ModelNotFoundError(
                 f"model '{model}' is not in the local Hugging Face cache; {fetch_hint(str(model))}"
@@ -97,7 +109,7 @@ def _cached_snapshot(repo: str) -> Path | None:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo, local_files_only=True))
+        return Path(snapshot_download(repo, local_files_only=True, cache_dir=hf_cache_dir()))
     except Exception:
         return None
 

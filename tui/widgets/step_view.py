@@ -202,7 +202,7 @@ class StepView(Vertical):
         top = a.top5[self.view][s]
         rec = a.recognition_step(self.view)
         lines = [f"top-5 @ step {s}", f"(recognised at {rec})"]
-        lines += [f"{name:15s}{p:4.2f}" for name, p in top]
+        lines += [f"{p:4.2f} {name}" for name, p in top]  # the number first: a long name never runs into it
         self.query_one("#top5", Static).update("\n".join(lines), layout=False)
         self.query_one(Sparks).show(self._metrics(), s)
 

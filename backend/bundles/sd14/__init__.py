@@ -44,7 +44,9 @@ def _hf_cached(repo: str) -> str | None:
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(repo, local_files_only=True)
+        from ...pipeline.loading import hf_cache_dir
+
+        return snapshot_download(repo, local_files_only=True, cache_dir=hf_cache_dir())
     except Exception:
         return None
 
@@ -117,23 +119,30 @@ class DPTDepth:
         from transformers import DPTForDepthEstimation, DPTImageProcessor
 
         try:
-            self.processor = DPTImageProcessor.from_pretrained(model, local_files_only=True)
-            self.model = DPTForDepthEstimation.from_pretrained(model, local_files_only=True).eval().to(device)
+            from ...pipeline.loading import hf_cache_dir
+
+            kw = dict(local_files_only=True, cache_dir=hf_cache_dir())
+            self.processor = DPTImageProcessor.from_pretrained(model, **kw)
+            self.model = DPTForDepthEstimation.from_pretrained(model, **kw).eval().to(device)
         except OSError:
             raise ModelNotFoundError(f"depth model '{model}' is not in the local cache; fetch it with "
                                      f"`hf download {model}`") from None
         self.device = device
         self._torch = torch
 
-    def depth(self, images) -> np.ndarray:
+    def depth(self, images, chunk: int = 4) -> np.ndarray:
+        """In chunks of ``chunk`` images, so that memory does not grow with the batch."""
         torch = self._torch
         batch = _as_batch(images)
+        out = []
         with torch.no_grad():
-            inputs = self.processor(images=list(batch), return_tensors="pt").to(self.device)
-            pred = self.model(**inputs).predicted_depth  # (B, h, w)
-            pred = torch.nn.functional.interpolate(pred[:, None], size=batch.shape[1:3], mode="bicubic",
-                                                   align_corners=False)[:, 0]
-        return pred.float().cpu().numpy()
+            for i in range(0, len(batch), chunk):
+                inputs = self.processor(images=list(batch[i:i + chunk]), return_tensors="pt").to(self.device)
+                pred = self.model(**inputs).predicted_depth  # (b, h, w)
+                pred = torch.nn.functional.interpolate(pred[:, None], size=batch.shape[1:3], mode="bicubic",
+                                                       align_corners=False)[:, 0]
+                out.append(pred.float().cpu().numpy())
+        return np.concatenate(out)
 
 
 class VGG16Classifier:
@@ -157,12 +166,15 @@ class VGG16Classifier:
         self.device = device
         self._torch = torch
 
-    def __call__(self, images) -> np.ndarray:
+    def __call__(self, images, chunk: int = 16) -> np.ndarray:
         torch = self._torch
-        x = torch.from_numpy(_as_batch(images)).permute(0, 3, 1, 2)
+        x = torch.from_numpy(np.ascontiguousarray(_as_batch(images))).permute(0, 3, 1, 2)
+        out = []
         with torch.no_grad():
-            logits = self.model(self.transform(x).to(self.device))
-        return torch.softmax(logits.float(), -1).cpu().numpy()
+            for i in range(0, len(x), chunk):
+                logits = self.model(self.transform(x[i:i + chunk]).to(self.device))
+                out.append(torch.softmax(logits.float(), -1).cpu().numpy())
+        return np.concatenate(out)
 
     def top_k(self, images, k: int = 5):
         p = self(images)
