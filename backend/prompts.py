@@ -35,9 +35,27 @@ class Prompt:
     seed: int
     split: str | None = None
     line: int | None = None  # where it stands in its file (1-based), for messages
+    seed_no: int = 0  # which of the prompt's seeds this is (0: the file's seed; see :func:`with_seeds`)
 
     def to_dict(self) -> dict:
         return {"index": self.index, "prompt": self.prompt, "seed": self.seed, "split": self.split}
+
+    @property
+    def run_id(self) -> str:
+        """The run's identity within an experiment: prompt index and seed number."""
+        return f"{self.index}:{self.seed_no}"
+
+
+SEED_STRIDE = 1_000_003  # a prime: the k-th seed of a prompt is its file's seed + k * SEED_STRIDE (mod 2**32)
+
+
+def with_seeds(prompts, k: int) -> list[Prompt]:
+    """Each prompt at ``k`` seeds, the prompt's runs together: the file's seed, then ``seed + j * SEED_STRIDE``
+    (mod 2**32) for j = 1 .. k-1. The split stays the prompt's, so no prompt's seeds straddle train and test."""
+    import dataclasses
+
+    return [dataclasses.replace(p, seed=(p.seed + j * SEED_STRIDE) % (SEED_MAX + 1), seed_no=j)
+            for p in prompts for j in range(k)]
 
 
 def derive_seed(prompt: str) -> int:

@@ -42,8 +42,8 @@ def test_shuffled_unet_keeps_each_tensor_multiset():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     d = tmp_path_factory.mktemp("exp")
-    r = cli("experiment", "run", "--bundle", "toyworld", "--per-split", "3", "--batch-size", "3", "--out",
-            d / "report", "--cache", d / "store", "--json", "--keep-activations", timeout=900)
+    r = cli("experiment", "run", "--bundle", "toyworld", "--per-split", "2", "--seeds", "2", "--batch-size", "4",
+            "--out", d / "report", "--cache", d / "store", "--json", "--keep-activations", timeout=900)
     assert "keeping activations in" in r.stderr and "MiB per run" in r.stderr
     assert r.returncode == 0, r.stderr
     return d, json.loads(r.stdout)
@@ -62,14 +62,26 @@ def test_report_folder(report):
         assert Image.open(out / f"heatmap-{prop}.png").size[0] > 300
         p = summary["properties"][prop]
         assert set(p["curves"]) == set(SOURCES)
-        assert all(len(v) == 15 for v in p["curves"].values())
-        assert len(set(p["curves"]["spatial-prior probe"])) == 1  # the same prediction at every step
+        assert all(len(v["mean"]) == len(v["low"]) == len(v["high"]) == 15 for v in p["curves"].values())
+        for v in p["curves"].values():
+            assert all(lo - 1e-9 <= m <= hi + 1e-9 for lo, m, hi in zip(v["low"], v["mean"], v["high"]))
+        assert len(set(p["curves"]["spatial-prior probe"]["mean"])) == 1  # the same prediction at every step
+        # common footing: one bar for every source, and when the probe beats each
+        assert set(p["reaches_relative_bar"]) == set(SOURCES) and set(p["probe_beats"]) == set(SOURCES) - {"probe"}
+        assert p["bars"]["relative"]["value"] == pytest.approx(0.9 * p["final"]["probe"]["mean"], abs=1e-4)
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert {r["source"] for r in rows} == set(SOURCES)
-    assert {r["metric"] for r in rows} == {"dice", "spearman", "pearson"}
-    assert all(r["n"] == "3" for r in rows)  # 3 test images
+    assert {r["metric"] for r in rows} == {"dice", "spearman", "pearson", "rmse"}
+    assert all(r["n"] == "2" and r["runs"] == "4" for r in rows)  # 2 test prompts at 2 seeds each
     probes = Probes.load(out / "probes-real.safetensors")
-    assert probes.meta["train_images"] == 3 and probes.meta["val_images"] == 3
+    assert probes.meta["train_images"] == 4 and probes.meta["val_images"] == 4
+    test_rows = [json.loads(x) for x in (out / "checkpoint" / "test-rows.jsonl").read_text().splitlines()]
+    by_prompt = {}
+    for r in test_rows:
+        by_prompt.setdefault(r["index"], []).append(r["seed"])
+    assert len(by_prompt) == 2 and all(len(set(v)) == 2 for v in by_prompt.values())
+    text = (out / "summary.md").read_text()
+    assert "equals the target at the last step by construction" in text and "bootstrap" in text
 
 
 def test_scores_match_an_independent_recomputation(report):
@@ -78,16 +90,20 @@ def test_scores_match_an_independent_recomputation(report):
     out = d / "report"
     b = load_bundle("toyworld")
     probes = Probes.load(out / "probes-real.safetensors")
-    test = [p for p in PromptSet.read(b.prompts) if p.split == "test"][:3]
+    test = [p for p in PromptSet.read(b.prompts) if p.split == "test"][:2]
     store = RunStore(d / "store")
     layer = probes.layers[0]
     per_image = []
-    for p in test:
-        key = [k for k in store.entries() if k.prompt_index == p.index][0]
-        e = store.get(key)
-        y = targets(b.estimators, e.final)
-        pred = upsample(probes.predict(layer, e.activations()[layer]), 64, 64)[7, 1]  # step 7, depth
-        per_image.append(stats.spearmanr(pred.ravel(), y[1].ravel())[0])
+    for p in test:  # each prompt's two seeds averaged, then the mean over prompts
+        keys = [k for k in store.entries() if k.prompt_index == p.index]
+        assert len(keys) == 2
+        seeds = []
+        for key in keys:
+            e = store.get(key)
+            y = targets(b.estimators, e.final)
+            pred = upsample(probes.predict(layer, e.activations()[layer]), 64, 64)[7, 1]  # step 7, depth
+            seeds.append(stats.spearmanr(pred.ravel(), y[1].ravel())[0])
+        per_image.append(np.mean(seeds))
     row = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["source"] == "probe" and r["layer"] == layer
            and r["property"] == "depth" and r["metric"] == "spearman" and r["step"] == "7"][0]
     assert float(row["mean"]) == pytest.approx(np.mean(per_image), abs=1e-5)
@@ -100,15 +116,15 @@ def test_spatial_prior_probe_is_the_train_mean_map(report):
     d, _ = report
     b = load_bundle("toyworld")
     store = RunStore(d / "store")
-    train = [p for p in PromptSet.read(b.prompts) if p.split == "train"][:3]
+    train = [p for p in PromptSet.read(b.prompts) if p.split == "train"][:2]
     maps = []
     for p in train:
-        key = [k for k in store.entries() if k.prompt_index == p.index][0]
-        maps.append(area_average(targets(b.estimators, store.get(key).final), 16, 16))
+        for key in [k for k in store.entries() if k.prompt_index == p.index]:  # both seeds
+            maps.append(area_average(targets(b.estimators, store.get(key).final), 16, 16))
     want = np.mean(maps, 0)  # (P, 16, 16)
     st = ProbeStats.load(d / "report" / "checkpoint" / "stats-train-prior.safetensors")
     got = fit(st, None, alpha=1e-9).predict(PRIOR, prior_features(15))  # (S, P, 16, 16)
-    assert st.images == 3
+    assert st.images == len(maps) == 4
     np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), atol=1e-4)
 
 
@@ -119,10 +135,10 @@ def test_rerun_resumes_without_recomputing(report):
 
     d, summary = report
     ck = d / "report" / "checkpoint"
-    again = run_experiment("toyworld", per_split=3, out=d / "report", cfg=Config(batch=3, keep_activations=True),
-                           device="cpu", store=RunStore(d / "store"))
+    again = run_experiment("toyworld", per_split=2, out=d / "report",
+                           cfg=Config(batch=4, keep_activations=True, seeds=2), device="cpu", store=RunStore(d / "store"))
     assert json.loads(json.dumps(again["properties"])) == summary["properties"]
-    assert (ck / "test-rows.jsonl").read_text().count("\n") == 3  # no test image scored twice
+    assert (ck / "test-rows.jsonl").read_text().count("\n") == 4  # no test run scored twice
 
 
 @pytest.mark.parametrize("spill", [False, True])
@@ -191,13 +207,16 @@ def test_a_rerun_with_another_configuration_stops_with_one_line(report, capsys):
     from ldm_explore.backend.cli import main
 
     d, _ = report
-    args = ["experiment", "run", "--bundle", "toyworld", "--per-split", "3", "--batch-size", "3", "--out",
-            str(d / "report"), "--cache", str(d / "store")]
+    args = ["experiment", "run", "--bundle", "toyworld", "--per-split", "2", "--seeds", "2", "--batch-size", "4",
+            "--out", str(d / "report"), "--cache", str(d / "store")]
     assert main(args + ["--guidance", "5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"ldm-explore: error: {d / 'report'}: made with another configuration (guidance 7.5 -> 5.0); "
                    "choose another --out, or --fresh to start this one over"), err
-    assert main(args + ["--per-split", "2"]) == 2  # other prompts: their hash differs
+    assert main(args + ["--per-split", "3"]) == 2  # other prompts: their hash differs
     assert "prompts_sha256" in capsys.readouterr().err
+    assert main(args + ["--seeds", "3"]) == 2
+    assert "seeds 2 -> 3" in capsys.readouterr().err
     cfg = json.loads((d / "report" / "checkpoint" / "configuration.json").read_text())
     assert cfg["guidance"] == 7.5 and cfg["steps"] == 15 and len(cfg["layers"]) == 10 and cfg["revision"]
+    assert cfg["seeds"] == 2

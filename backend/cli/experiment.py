@@ -33,6 +33,9 @@ def add_parsers(sub) -> dict:
     p.add_argument("--view", default="xt", choices=["xt", "x0"],
                    help="decoded image the off-the-shelf models see: x_t (the studies) or predicted x0")
     p.add_argument("--per-split", type=int, default=None, metavar="N", help="only the first N prompts of each split")
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="runs per prompt: the file's seed, then seed + k*1000003 (k = 1..K-1); a prompt's seeds stay in "
+                        "its split, and intervals resample prompts (default 1)")
     p.add_argument("--batch-size", type=int, default=10)
     p.add_argument("--no-baselines", action="store_true", help="skip the baselines (shuffled UNet, VAE latent, spatial prior)")
     p.add_argument("--keep-activations", action="store_true",
@@ -47,7 +50,7 @@ def add_parsers(sub) -> dict:
 
 
 def run(args) -> int:
-    at_least_one(args, "--steps", "--batch-size", "--per-split", "--checkpoint-every")  # before anything loads
+    at_least_one(args, "--steps", "--seeds", "--batch-size", "--per-split", "--checkpoint-every")  # before anything loads
     if args.test_prompts and not args.prompts:
         from ..errors import UserError
 
@@ -67,7 +70,8 @@ def run(args) -> int:
     out = Path(args.out or f"report-{args.bundle}")
     cfg = Config(steps=args.steps, guidance=args.guidance, view=args.view, batch=args.batch_size,
                  baselines=not args.no_baselines, keep_activations=args.keep_activations,
-                 checkpoint_every=args.checkpoint_every, height=args.height, width=args.width, fresh=args.fresh)
+                 checkpoint_every=args.checkpoint_every, height=args.height, width=args.width, fresh=args.fresh,
+                 seeds=args.seeds)
     cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*cols, console=con, disable=not Dist().main) as prog:
         tasks = {}

@@ -24,7 +24,7 @@ from ..probing.labels import per_step, targets_many
 from ..probing.metrics import score
 from ..probing.ridge import Probes, fit, upsample
 from ..probing.stats import ProbeStats, area_average
-from ..prompts import Prompt, PromptSet
+from ..prompts import Prompt, PromptSet, with_seeds
 from .baselines import BASELINES, LATENT, PRIOR, prior_features, shuffled_unet, teacher_forced_acts
 from .buffer import ActivationBuffer
 from .checkpoint import Checkpoint
@@ -42,6 +42,7 @@ class Config:
     baselines: bool = True
     keep_activations: bool = False  # keep every run (activations, decoded steps) in the run store
     fresh: bool = False  # start over: drop a checkpoint this report folder holds
+    seeds: int = 1  # runs per prompt (the file's seed, then derived ones: see prompts.with_seeds)
     checkpoint_every: int = 20  # runs between two checkpoints of the statistics
     height: int | None = None  # None: the model's own size
     width: int | None = None
@@ -85,7 +86,7 @@ class Experiment:
         if cfg.fresh and self.dist.main:
             self.ckpt.clear()
         self.dist.barrier()
-        self.all_splits = {s: [p for p in prompts if p.split == s] for s in ("train", "val", "test")}
+        self.all_splits = {s: with_seeds([p for p in prompts if p.split == s], cfg.seeds) for s in ("train", "val", "test")}
         self.splits = {s: self.dist.share(v) for s, v in self.all_splits.items()}  # this process's share
         if not self.all_splits["train"] or not self.all_splits["test"]:
             from ..errors import UserError
@@ -118,7 +119,7 @@ class Experiment:
                 "prompts_sha256": hashlib.sha256(rows.encode()).hexdigest(), "splits": self.prompts.splits(),
                 "properties": list(self.b.properties), "steps": self.cfg.steps, "guidance": self.cfg.guidance,
                 "height": self.cfg.height, "width": self.cfg.width, "view": self.cfg.view,
-                "layers": list(self.layers), "baselines": self.cfg.baselines, "ldm_explore": pkg}
+                "layers": list(self.layers), "baselines": self.cfg.baselines, "seeds": self.cfg.seeds, "ldm_explore": pkg}
 
     # --- per-batch data --------------------------------------------------------------------------
     def _batches(self, prompts: list[Prompt], stage: str, decode=()) -> Iterator[Batch]:
@@ -185,11 +186,11 @@ class Experiment:
     def _stats(self, split: str) -> dict[str, ProbeStats]:
         """Statistics of one split for the real probes and the baselines; resumes from its checkpoint."""
         st, done = self.ckpt.load_stats(split, KINDS, self.b.properties, self.device)
-        todo = [p for p in self.splits[split] if p.index not in done]
+        todo = [p for p in self.splits[split] if p.run_id not in done]
         since = 0
         for batch in self._batches(todo, f"{split}: generate + accumulate"):
             self._accumulate(batch, st)
-            done.update(r.prompt.index for r in batch.runs)
+            done.update(r.prompt.run_id for r in batch.runs)
             since += len(batch.runs)
             if since >= self.cfg.checkpoint_every:
                 self._save(split, st, done)
@@ -259,8 +260,8 @@ class Experiment:
 
     def evaluate(self, probes: dict[str, Probes]) -> list[dict]:
         """Per test image and step: metrics of every probe layer, off-the-shelf, and baselines."""
-        done = {r["index"] for r in self.ckpt.rows()}
-        todo = [p for p in self.splits["test"] if p.index not in done]
+        done = {f"{r['index']}:{r.get('seed_no', 0)}" for r in self.ckpt.rows()}
+        todo = [p for p in self.splits["test"] if p.run_id not in done]
         with open(self.ckpt.rows_file, "a") as fh:
             for batch in self._batches(todo, "test: generate + score", decode=(self.cfg.view,)):
                 for row in self._score(batch, probes):
@@ -321,7 +322,7 @@ class Experiment:
                     scores[b].append(Score(ScoreKey("off-the-shelf", "-", prop, m), v.tolist()))
             probs = self.b.classifier(imgs)
             fin = self.b.classifier(r.final[None])[0]
-            rows.append({"index": r.prompt.index, "scores": [s.to_dict() for s in scores[b]],
+            rows.append({"index": r.prompt.index, "seed": r.prompt.seed, "seed_no": r.prompt.seed_no, "scores": [s.to_dict() for s in scores[b]],
                          "top1": probs.argmax(1).tolist(), "final_top1": int(fin.argmax())})
         return rows
 
@@ -392,17 +393,26 @@ def run_experiment(bundle="toyworld", prompts=None, out="report", cache=None, la
     if cfg.keep_activations:
         per_run = ex.activation_bytes_per_run()
         notify(f"keeping activations in {store.root}: about {human_bytes(per_run)} per run, "
-               f"{human_bytes(per_run * len(ps))} for {len(ps)} runs")
+               f"{human_bytes(per_run * len(ps) * cfg.seeds)} for {len(ps) * cfg.seeds} runs")
     probes = ex.fit()
     rows = ex.evaluate(probes)
     if not ex.dist.main:  # the main process writes the report from every process's rows
         return None
-    rows.sort(key=lambda r: r["index"])
+    rows.sort(key=lambda r: (r["index"], r.get("seed_no", 0)))
     names = {**{i.path: i.short for i in self_attention_layers(bundle.pipe.unet)}, **LAYER_NAMES}
     from ..bundles.sd14 import is_fixture
 
-    return write_report(out, rows, probes, names, {
+    summary = write_report(out, rows, probes, names, {
         "bundle": bundle.name, "model": bundle.pipe.model_id, "fixture": is_fixture(getattr(bundle.pipe, "model_folder", None)), "prompts": str(ps.path), "splits": ps.splits(),
         "steps": cfg.steps, "guidance": cfg.guidance, "scheduler": type(bundle.pipe.scheduler).__name__,
-        "view": cfg.view, "layers": list(layers), "left_out": list(bundle.left_out), "runs_left_out": ex.skipped,
+        "view": cfg.view, "seeds": cfg.seeds, "layers": list(layers), "left_out": list(bundle.left_out), "runs_left_out": ex.skipped,
         "configuration": ex.config})
+    # the report travels with the probes it describes: the explorer shows it beside the probes it loads
+    from ..pipeline.runner import probes_file, summary_file
+
+    f = summary_file(probes_file(store, bundle.pipe, cfg.steps))
+    tmp = f.with_name(f.name + ".tmp")
+    tmp.write_text(json.dumps(summary))
+    tmp.replace(f)
+    return summary
+

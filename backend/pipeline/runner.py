@@ -34,6 +34,13 @@ def probes_file(store: RunStore, pipe, steps: int) -> Path:
             f"{sig['scheduler']}-{steps}steps.safetensors")
 
 
+def summary_file(probes_path) -> Path:
+    """The experiment summary published beside a probes file (``X.safetensors`` -> ``X.summary.json``): the
+    explorer shows it (layer x step metrics, common footing, intervals) beside the probes it loads."""
+    p = Path(probes_path)
+    return p.with_name(p.name.removesuffix(".safetensors") + ".summary.json")
+
+
 def run_key(pipe, prompt: Prompt, settings: GenerationSettings) -> RunKey:
     return RunKey(pipe.model_id, prompt.index, prompt.seed, settings.key(pipe_signature(pipe)))
 

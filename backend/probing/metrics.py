@@ -1,4 +1,5 @@
-"""Metrics: Dice for masks, Spearman and Pearson for depth and shading maps.
+"""Metrics: Dice for masks, Spearman and Pearson for depth and shading maps, and a scale-and-shift invariant RMSE
+for depth (relative depth has no fixed scale).
 
 The ``*_rows`` forms score many predictions (one per row, e.g. every denoising step) against one target
 at once; the scalar forms are their one-row case. :func:`score` and :func:`primary` score a property's
@@ -57,6 +58,23 @@ def spearman_rows(pred, target) -> np.ndarray:
     return pearson_rows(rank(p), rank(np.asarray(target).ravel()))
 
 
+def rmse_rows(pred, target) -> np.ndarray:
+    """Scale-and-shift invariant RMSE of each row of ``pred`` (R, N) against ``target`` (N,): the target is
+    min-max normalised to [0, 1], each row is fitted to it by least squares (a * row + b), and the root mean
+    square of the residual is returned (as MiDaS-style evaluations align relative depth). A constant row scores
+    the target's standard deviation; lower is better."""
+    a = np.asarray(pred, np.float64).reshape(np.shape(pred)[0], -1)
+    t = np.asarray(target, np.float64).ravel()
+    span = t.max() - t.min()
+    t = (t - t.min()) / span if span > 0 else np.zeros_like(t)
+    ac = a - a.mean(1, keepdims=True)
+    tc = t - t.mean()
+    var = (ac * ac).sum(1)
+    slope = np.divide(ac @ tc, var, out=np.zeros(len(a)), where=var > 0)
+    res = tc[None] - slope[:, None] * ac
+    return np.sqrt((res * res).mean(1))
+
+
 def dice(pred, target) -> float:
     return float(dice_rows(np.asarray(pred)[None], target)[0])
 
@@ -70,7 +88,7 @@ def spearman(a, b) -> float:
 
 
 def metric_rows(metric: str, pred, target, binary: bool = False) -> np.ndarray:
-    """``metric`` ("dice", "spearman", "pearson") of every row of ``pred`` (R, ...) against ``target``; a
+    """``metric`` ("dice", "spearman", "pearson", "rmse") of every row of ``pred`` (R, ...) against ``target``; a
     binary property's maps are cut at 0.5 first."""
     if binary:
         pred, target = np.asarray(pred) > 0.5, np.asarray(target) > 0.5
@@ -89,4 +107,4 @@ def primary(prop: str, pred, target) -> np.ndarray:
     return metric_rows(p.metric, pred, target, p.binary)
 
 
-_ROWS = {"dice": dice_rows, "spearman": spearman_rows, "pearson": pearson_rows}
+_ROWS = {"dice": dice_rows, "spearman": spearman_rows, "pearson": pearson_rows, "rmse": rmse_rows}

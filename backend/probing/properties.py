@@ -27,12 +27,17 @@ class Property:
 
 
 # metric name -> how it is written in tables and on screen
-METRIC_LABELS = {"dice": "Dice", "spearman": "Spearman", "pearson": "Pearson"}
+METRIC_LABELS = {"dice": "Dice", "spearman": "Spearman", "pearson": "Pearson", "rmse": "RMSE"}
+# metric -> the absolute bar of the report's common footing: a curve "reaches" it from the first step it stays at
+# or above it (beside the relative bar, 90% of the probe's final value). Higher is better for all but "rmse",
+# which is never a primary metric (it is reported in the tables only).
+ABSOLUTE_BARS = {"dice": 0.5, "spearman": 0.5, "pearson": 0.5}
+HIGHER_IS_BETTER = {"dice": True, "spearman": True, "pearson": True, "rmse": False}
 
 PROPERTIES: tuple[Property, ...] = (
     Property("mask", ("dice",), "mask", "gray", False, True,
              "salient-object mask (TRACER's role), Dice of the probe's map cut at 0.5"),
-    Property("depth", ("spearman", "pearson"), "depth", "gray", True, False,
+    Property("depth", ("spearman", "pearson", "rmse"), "depth", "gray", True, False,
              "relative inverse depth (MiDaS' role): larger is closer, scale and shift arbitrary"),
     Property("shading", ("pearson", "spearman"), "shade", "gray", False, False,
              "grayscale shading (Intrinsic's role)"),
