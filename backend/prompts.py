@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -34,7 +34,7 @@ class Prompt:
     prompt: str
     seed: int
     split: str | None = None
-    line: int | None = None  # where it stands in its file (1-based), for messages
+    line: int | None = field(default=None, compare=False)  # where it stands in its file (1-based), for messages
     seed_no: int = 0  # which of the prompt's seeds this is (0: the file's seed; see :func:`with_seeds`)
 
     def to_dict(self) -> dict:

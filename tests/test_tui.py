@@ -54,8 +54,8 @@ def test_bindings_worker_and_export(tmp_path):
         async with app.run_test(size=(120, 36)) as pilot:
             table = app.query_one(PromptTable)
             assert table.row_count == 800  # the bundle's prompt file, shown before the models load
-            await wait_for(pilot, lambda: app.session.bundle is not None)
-            assert "ready" in app.sub_title
+            await wait_for(pilot, lambda: app.session.ready)
+            await wait_for(pilot, lambda: "ready" in app.sub_title)
             # run the first prompt: steps arrive live, then the analysed run
             await pilot.press("enter")
             await wait_for(pilot, lambda: app.main.analysis is not None)
@@ -115,7 +115,7 @@ def test_bindings_worker_and_export(tmp_path):
             await pilot.press("e")
             assert type(app.screen).__name__ == "ExportScreen"
             await pilot.press("enter")
-            await wait_for(pilot, lambda: len(list((tmp_path / "export").glob("*"))) == 3)
+            await wait_for(pilot, lambda: len(list((tmp_path / "export").glob("*"))) == 4)
             # q quits
             await pilot.press("q")
         files = sorted((tmp_path / "export").iterdir())
@@ -125,15 +125,43 @@ def test_bindings_worker_and_export(tmp_path):
         rows = list(csv.DictReader(open(next(f for f in files if f.suffix == ".csv"))))
         assert len(rows) == 15 and "mask dice (probe)" in rows[0]
         Image.open(next(f for f in files if f.name.endswith("curves.png"))).verify()
+        gif = Image.open(next(f for f in files if f.name.endswith("denoising.gif")))
+        assert gif.is_animated and gif.n_frames == 15 and gif.info["loop"] == 0
+        assert gif.width >= 7 * 128  # image, then probe and off-the-shelf for three properties
 
     asyncio.run(go())
+
+
+def test_export_a_split_with_progress_and_resume(tmp_path, capsys):
+    """export --split writes every prompt's four files; a rerun skips what is there and redoes what is missing."""
+    from ldm_explore.backend.bundles import prompt_files
+    from ldm_explore.backend.cli import main
+    from ldm_explore.backend.prompts import read_prompts
+
+    ps = read_prompts(*prompt_files("toyworld"))
+    f = tmp_path / "p.csv"
+    rows = [(p.prompt, p.seed, p.index, s) for p, s in zip(list(ps)[:3], ("train", "test", "test"))]
+    f.write_text("prompts,seeds,prompt_inds,split\n" + "".join(f'"{a}",{b},{c},{d}\n' for a, b, c, d in rows))
+    args = ["export", "--prompts", str(f), "--split", "test", "--out", str(tmp_path / "x"), "--cache",
+            str(tmp_path / "s"), "--device", "cpu"]
+    assert main(args) == 0
+    files = sorted(p.name for p in (tmp_path / "x").iterdir())
+    assert len(files) == 8 and all(f"prompt{rows[1][2]}-" in n or f"prompt{rows[2][2]}-" in n for n in files)
+    assert "2 prompts exported" in capsys.readouterr().out
+    gone = next((tmp_path / "x").glob(f"prompt{rows[2][2]}-*-denoising.gif"))
+    gone.unlink()
+    assert main(args) == 0
+    assert "1 of 2 prompts already exported" in capsys.readouterr().err and gone.exists()
+    with pytest.raises(SystemExit) as e:  # one or the other: argparse's usage line, exit 2
+        main(["export", "--prompt-index", "5", "--split", "test"])
+    assert e.value.code == 2
 
 
 def test_cancel_on_prompt_switch_and_cache_hit(tmp_path):
     async def go():
         app = make_app(tmp_path)
         async with app.run_test(size=(110, 32)) as pilot:
-            await wait_for(pilot, lambda: app.session.bundle is not None)
+            await wait_for(pilot, lambda: app.session.ready)
             ps = app.session.prompts
             first, second = ps[3], ps[4]
             got = app.main.previews
@@ -161,14 +189,14 @@ def test_custom_prompt_names_unknown_words(tmp_path):
     async def go():
         app = make_app(tmp_path)
         async with app.run_test(size=(110, 32)) as pilot:
-            await wait_for(pilot, lambda: app.session.bundle is not None)
+            await wait_for(pilot, lambda: app.session.ready)
             app.query_one("#custom-prompt").value = "a large shiny red teapot on the left, lit from the left"
             app.query_one("#custom-seed").value = "7"
             app.query_one("#custom-prompt").focus()
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.main.analysis is not None)
-            msgs = [n.message for n in app._notifications]
+            msgs = [n.message for n in app._notifications]  # said at once (it expires before a slow run ends)
             assert any("shiny, teapot" in m for m in msgs), msgs
+            await wait_for(pilot, lambda: app.main.analysis is not None)
             assert app.main.analysis.prompt.seed == 7
             # keys typed into an input are text, not commands
             app.query_one("#custom-prompt").focus()
@@ -198,7 +226,7 @@ def _ready_app(tmp_path):
     app = make_app(tmp_path)
 
     async def run_before(pilot):
-        await wait_for(pilot, lambda: app.session.bundle is not None)
+        await wait_for(pilot, lambda: app.session.ready)
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.main.analysis is not None)
         await pilot.press("home", "right", "right")
@@ -208,7 +236,7 @@ def _ready_app(tmp_path):
     return app, run_before
 
 
-@pytest.mark.parametrize("size", [(100, 30), (160, 48)])
+@pytest.mark.parametrize("size", [(100, 30), (160, 48), (240, 67)])
 def test_snapshot_main_screen(snap_compare, tmp_path, size):
     app, before = _ready_app(tmp_path)
     assert snap_compare(app, terminal_size=size, run_before=before)
@@ -236,9 +264,9 @@ def test_smoke_in_a_real_tmux_terminal(tmp_path):
 
     try:
         until("toyworld: ready")
-        assert "a large blue cylin" in pane()  # the first prompt (narrow layout below 130 columns)
+        assert "a large blue" in pane() and "train" in pane()  # the first prompt and its split (narrow layout)
         subprocess.run(["tmux", "send-keys", "-t", name, "Enter"], check=True)
-        until("emerges at step")
+        until("reaches 90% of probe's final")
         assert "14/14" in pane()
         subprocess.run(["tmux", "send-keys", "-t", name, "Home"], check=True)
         until(" 0/14")
@@ -254,7 +282,7 @@ def test_a_property_without_its_model_is_shown_as_such(tmp_path):
     async def go():
         app = make_app(tmp_path)
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait_for(pilot, lambda: app.session.bundle is not None)
+            await wait_for(pilot, lambda: app.session.ready)
             app.session.bundle.estimators.properties = ("mask", "depth")
             await pilot.press("enter")
             await wait_for(pilot, lambda: app.main.analysis is not None)
@@ -266,5 +294,182 @@ def test_a_property_without_its_model_is_shown_as_such(tmp_path):
             assert app.query_one("#t-shading-ots .tile-image").image is None
             assert app.query_one("#t-depth-ots .tile-image").image is not None
             assert "shading" not in str(app.query_one("#emergence").render())
+
+    asyncio.run(go())
+
+
+def test_tiles_keep_their_aspect_ratio(tmp_path):
+    """A square image is shown square (about twice as many columns as rows) at any terminal size, centred in
+    its tile, never stretched to the tile's box."""
+    from ldm_explore.tui.widgets.images import letterbox
+
+    assert letterbox(40, 10, 1.0) == (20, 10)  # height-bound: 10 rows show 20 columns of a square
+    assert letterbox(10, 40, 1.0) == (10, 5)  # width-bound
+    assert letterbox(40, 10, 2.0) == (40, 10)
+
+    async def go():
+        app = make_app(tmp_path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.session.ready)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.main.analysis is not None)
+            seen = []
+            for size in ((100, 30), (160, 48), (240, 67)):
+                await pilot.resize_terminal(*size)
+                await pilot.pause(0.3)
+                seen.append(app.query_one("#t-image .tile-image").size)
+                for wid in ("#t-image", "#t-mask-probe", "#f-depth"):
+                    tile = app.query_one(wid)
+                    img = tile.query_one(".tile-image")
+                    w, h = img.size
+                    assert abs(w - 2 * h) <= 1, (size, wid, w, h)  # square pixels on 1:2 cells
+                    assert w <= tile.size.width and h <= tile.size.height - 1
+                    assert w == tile.size.width or h == tile.size.height - 1  # as large as the tile allows
+            assert seen[0].height < seen[1].height < seen[2].height  # it grows with the terminal
+
+    asyncio.run(go())
+
+
+def test_textual_image_internals_we_use():
+    """tui/widgets/images.py swaps images without a relayout through textual-image's private ``_image`` and
+    ``_renderable`` (pinned to 0.12.x in pyproject.toml): this fails when a release moves them."""
+    import textual_image.widget as tiw
+
+    from ldm_explore.tui.widgets.images import image_class
+
+    for name in ("halfcell", "sixel", "tgp", "unicode", "auto"):
+        cls = image_class(name)
+        w = cls(None)
+        assert hasattr(w, "_image") and hasattr(w, "_renderable"), name
+    assert isinstance(tiw.HalfcellImage.image, property) and tiw.HalfcellImage.image.fset is not None
+    assert hasattr(tiw.HalfcellImage, "_Renderable")
+
+
+def test_enter_while_loading_queues_the_run_and_random_keys_never_break_the_app(tmp_path):
+    """Enter before the models are loaded runs the prompt when they are; then a few hundred keys at random
+    (every binding, during runs, with the help, export and layer x step screens open, across resizes) leave no
+    exception and a consistent screen."""
+    import random
+
+    from ldm_explore.tui.screens import MainScreen as Main
+
+    keys = ["up", "down", "enter", "left", "right", "home", "end", "v", "l", "x", "p", "o", "e", "escape",
+            "question_mark", "slash", "tab", "a", "1", "backspace", "pagedown"]
+    rng = random.Random(0)
+
+    import threading
+
+    gate = threading.Event()
+
+    class SlowSession(ExplorerSession):
+        """Loads the real models, but only once the test has pressed its keys (in a warm process the load
+        would otherwise finish before the first key)."""
+
+        def load(self):
+            gate.wait(60)
+            super().load()
+
+    async def go():
+        app = SpyApp(SlowSession(cache=str(tmp_path / "store")), renderer="halfcell", export_dir=tmp_path / "export")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.press("down", "enter")  # the models are still loading
+            assert app.session.bundle is None and app.main.queued is not None
+            await pilot.press("slash", "c", "u", "b", "e", "escape", "x", "escape", "v", "l", "right")
+            assert app.is_running  # search and every binding work (or say why not) while loading
+            gate.set()
+            await wait_for(pilot, lambda: app.main.analysis is not None)
+            assert app.main.analysis.prompt.index == app.session.prompts[1].index
+            for i in range(300):
+                if i % 60 == 30:
+                    await pilot.resize_terminal(rng.choice([100, 140, 200]), rng.choice([30, 45, 60]))
+                await pilot.press(rng.choice(keys))
+                if i % 10 == 0:
+                    await pilot.pause(0.05)
+            while not isinstance(app.screen, Main):
+                await pilot.press("escape")
+            await pilot.pause(0.5)
+            assert app.is_running and app._exception is None
+            v = app.query_one(StepView)
+            assert 0 <= v.step < v.total
+            if app.main.analysis is not None:
+                assert v.layer in app.main.analysis.layers
+
+    asyncio.run(go())
+
+
+def test_zoom_and_layer_step_screens(tmp_path):
+    """z shows one property's maps far larger than the main view's tiles; x shows the shipped experiment's
+    metric per layer and step, and Enter jumps the main view to the cell under the cursor."""
+    from textual.widgets import DataTable
+
+    from ldm_explore.tui.screens import LayerStepScreen, ZoomScreen
+
+    async def go():
+        app = make_app(tmp_path)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.session.ready)
+            report = app.session.report
+            assert report is not None and set(report["layer_step"]) == {"mask", "depth", "shading"}
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.main.analysis is not None)
+            v = app.query_one(StepView)
+            small = app.query_one("#t-mask-probe .tile-image").size
+            await pilot.press("home", "z")
+            assert isinstance(app.screen, ZoomScreen)
+            await pilot.pause(0.3)
+            big = app.screen.query_one("#z-probe .tile-image").size
+            assert big.width >= 2.5 * small.width and abs(big.width - 2 * big.height) <= 1
+            await pilot.press("p", "right", "right")
+            assert app.screen.prop == "depth" and "step 2/14" in str(app.screen.query_one("#zoom-title").render())
+            await pilot.press("escape")
+            assert app.screen is app.main and v.step == 2
+            await pilot.press("x")
+            assert isinstance(app.screen, LayerStepScreen)
+            await pilot.pause(0.3)
+            grid = app.screen.query_one("#ls-grid", DataTable)
+            foot = str(app.screen.query_one("#ls-footing").render())
+            assert "common footing" in foot and "probe beats it from" in foot
+            ls = report["layer_step"]["mask"]
+            assert grid.row_count == len(ls["layers"]) + 3  # + off-the-shelf, latent and prior rows
+            assert grid.cursor_coordinate.column == 3  # step 2, after the layer names' column
+            grid.move_cursor(row=1, column=6)
+            await pilot.press("enter")
+            assert app.screen is app.main and v.layer == ls["layers"][1] and v.step == 5
+
+    asyncio.run(go())
+
+
+def test_settings_make_new_runs_and_b_goes_back(tmp_path):
+    """s changes steps (and seed) for a new run in the store; b brings back the run before, from the store."""
+    from textual.widgets import Input
+
+    from ldm_explore.tui.screens import SettingsScreen
+
+    async def go():
+        app = make_app(tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await wait_for(pilot, lambda: app.session.ready)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.main.analysis is not None)
+            first = app.main.analysis
+            assert first.num_steps == 15 and first.layers
+            await pilot.press("s")
+            assert isinstance(app.screen, SettingsScreen)
+            app.screen.query_one("#set-steps", Input).value = "5"
+            seed = app.screen.query_one("#set-seed", Input)
+            seed.value = "7"
+            seed.focus()
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.main.analysis is not first and app.main.analysis.num_steps == 5)
+            second = app.main.analysis
+            assert second.prompt.seed == 7 and second.prompt.index == first.prompt.index
+            assert app.session.current()["steps"] == 5 and not second.layers  # probes are fitted for 15 steps
+            await pilot.press("b")
+            await wait_for(pilot, lambda: app.main.analysis is not second and app.main.analysis.num_steps == 15)
+            back = app.main.analysis
+            assert back.prompt == first.prompt and app.session.current()["steps"] == 15 and back.layers
+            assert app.session.is_cached(first.prompt)  # opened from the store, not generated again
+            await pilot.press("b")  # the 5-step run is the one before now
+            await wait_for(pilot, lambda: app.main.analysis.num_steps == 5)
 
     asyncio.run(go())

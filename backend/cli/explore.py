@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -21,10 +22,14 @@ def add_root_args(ap) -> None:
 
 
 def add_parsers(sub) -> dict:
-    p = sub.add_parser("export", help="export one run's grid PNG, curves PNG and table CSV (as the explorer's 'e')")
+    p = sub.add_parser("export", help="export runs' grid PNG, curves PNG, table CSV and denoising GIF (as the "
+                                      "explorer's 'e'): one prompt, a split, or all; resumable")
     p.add_argument("--bundle", default="toyworld")
     p.add_argument("--prompts", default=None, metavar="FILE", help="prompt file (default: the bundle's)")
-    p.add_argument("--prompt-index", type=int, required=True, metavar="N", help="the prompt's index in the file")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--prompt-index", type=int, metavar="N", help="the prompt's index in the file")
+    which.add_argument("--split", choices=["train", "val", "test"], help="every prompt of a split")
+    which.add_argument("--all", action="store_true", help="every prompt of the file")
     p.add_argument("--layer", default=None, help="probe layer (default: best on validation for depth)")
     p.add_argument("--view", default="xt", choices=["xt", "x0"])
     p.add_argument("--out", default="ldm-explore-export", metavar="DIR")
@@ -49,22 +54,42 @@ def run_explorer(args) -> int:
 
 
 def run_export(args) -> int:
-    from ..explore.export import export
+    from ..explore.export import export, exported
     from ..explore.session import ExplorerSession
 
     s = ExplorerSession(bundle=args.bundle, prompts=args.prompts, cache=args.cache, device=args.device)
     ps = s.read_prompts()
-    try:
-        prompt = ps.by_index(args.prompt_index)
-    except KeyError:
-        raise UserError(f"{ps.path}: no prompt with index {args.prompt_index}") from None
+    if args.prompt_index is not None:
+        try:
+            prompts = [ps.by_index(args.prompt_index)]
+        except KeyError:
+            raise UserError(f"{ps.path}: no prompt with index {args.prompt_index}") from None
+    else:
+        prompts = list(ps.select(args.split) if args.split else ps)
+    out = Path(args.out)
+    todo = [p for p in prompts if not exported(out, p, args.view)]
+    if len(prompts) > 1 and len(todo) < len(prompts):
+        print(f"{len(prompts) - len(todo)} of {len(prompts)} prompts already exported in {out}/: skipped", file=sys.stderr)
+    if not todo:
+        return 0
     s.load()
-    a = s.open(prompt) or s.run(prompt)
-    layer = args.layer
-    if layer is None and a.layers:
-        layer = a.default_layer
-    elif layer is not None and layer not in a.layers:
-        raise UserError(f"--layer {layer}: no fitted probe for it (fitted: {', '.join(a.layers) or 'none'})")
-    for f in export(a, Path(args.out), layer, args.view):
-        print(f)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("export"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), disable=len(todo) == 1) as prog:
+        task = prog.add_task("export", total=len(todo))
+        for prompt in todo:
+            a = s.open(prompt) or s.run(prompt)
+            layer = args.layer
+            if layer is None and a.layers:
+                layer = a.default_layer
+            elif layer is not None and layer not in a.layers:
+                raise UserError(f"--layer {layer}: no fitted probe for it (fitted: {', '.join(a.layers) or 'none'})")
+            for f in export(a, out, layer, args.view):
+                if len(todo) == 1:
+                    print(f)
+            prog.advance(task)
+    if len(todo) > 1:
+        print(f"{len(todo)} prompts exported into {out}/")
     return 0

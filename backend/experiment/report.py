@@ -102,6 +102,7 @@ def common_footing(agg: Aggregates, keys: dict[str, ScoreKey], metric: str) -> d
             "step_means": _step(U.first_stays(mean["probe"] > mean[k]), S),
             "ci": _step_ci(U.first_stays(boot["probe"] > boot[k]), S),
             "step_significant": _step(U.first_stays(d["low"] > 0), S),
+            "overtaken_from": _step(U.first_stays(mean[k] > mean["probe"]), S),  # the source stays above the probe
             "difference": {"mean": [round(float(x), 4) for x in d["mean"]], "low": [round(float(x), 4) for x in d["low"]],
                            "high": [round(float(x), 4) for x in d["high"]]},
             "p": [round(float(x), 5) for x in d["p"]]}
@@ -270,8 +271,8 @@ def summary_text(summary: dict, S: int) -> str:
         lines.append("")
         hdr = (f"| source | step 0 | last step | reaches {bars['relative']['value']:.3f} ({bars['relative']['definition']}) "
                f"| reaches {properties.METRIC_LABELS.get(m, m)} {bars['absolute']['value']} | probe beats it from (means) | ... with 95% paired bootstrap "
-               f"| own-final emergence |")
-        lines += [hdr, "|" + "---|" * 8]
+               f"| it overtakes the probe from | own-final emergence |")
+        lines += [hdr, "|" + "---|" * 9]
         for k in d["final"]:
             beats = d["probe_beats"].get(k)
             ab = d["reaches_absolute_bar"].get(k)
@@ -279,7 +280,8 @@ def summary_text(summary: dict, S: int) -> str:
                 f"| {k} | {_fmt_ci(d['first_step'][k])} | {_fmt_ci(d['final'][k])} | "
                 f"{_fmt_step_ci(d['reaches_relative_bar'][k])} | {_fmt_step_ci(ab) if ab else '-'} | "
                 f"{_fmt_step(beats['step_means']) + ' ' + str([_fmt_step(x) for x in beats['ci']]).replace(chr(39), '') if beats else '-'} | "
-                f"{_fmt_step(beats['step_significant']) if beats else '-'} | {_fmt_step_ci(d['own_final_emergence'][k])} |")
+                f"{_fmt_step(beats['step_significant']) if beats else '-'} | "
+                f"{_fmt_step(beats['overtaken_from']) if beats else '-'} | {_fmt_step_ci(d['own_final_emergence'][k])} |")
         for m2, vals in d.get("other_metrics_final", {}).items():
             lab = properties.METRIC_LABELS.get(m2, m2)
             lines.append("")

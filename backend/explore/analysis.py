@@ -12,7 +12,7 @@ import numpy as np
 
 from ..pipeline.generate import RunResult
 from ..probing import properties
-from ..probing.emergence import emergence_step, recognition_step
+from ..probing.emergence import beats_step, reach_step, recognition_step
 from ..probing.labels import per_step, targets
 from ..probing.metrics import primary
 from ..probing.ridge import Probes, upsample
@@ -74,8 +74,19 @@ class RunAnalysis:
             out[prop] = row
         return out
 
-    def emergence(self, layer: str | None, view: str = "xt") -> dict[str, dict[str, int | None]]:
-        return {p: {src: emergence_step(v) for src, v in d.items()} for p, d in self.metrics(layer, view).items()}
+    def emergence(self, layer: str | None, view: str = "xt", frac: float = 0.9) -> dict[str, dict]:
+        """Common footing, per property: the bar (``frac`` of the probe's final value; without a probe, of the
+        off-the-shelf curve's), the step each source reaches it and stays, and from which step the probe beats
+        the off-the-shelf model. (Off-the-shelf ends at 1.0 by construction: its own final is no bar.)"""
+        out = {}
+        for p, d in self.metrics(layer, view).items():
+            ref = d.get("probe", d["off-the-shelf"])
+            bar = frac * float(ref[-1])
+            e = {"bar": bar, **{src: reach_step(v, bar) for src, v in d.items()}}
+            if "probe" in d:
+                e["probe beats"] = beats_step(d["probe"], d["off-the-shelf"])
+            out[p] = e
+        return out
 
     def recognition_step(self, view: str = "xt") -> int:
         return recognition_step(np.array([t[0][0] for t in self.top5[view]]))

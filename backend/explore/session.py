@@ -31,6 +31,7 @@ class ExplorerSession:
         self.prompts: PromptSet | None = None
         self.settings = None  # GenerationSettings, once loaded
         self.layer_names: dict[str, str] = {}  # module path -> Table-1 name, once loaded
+        self.report: dict | None = None  # the summary of the experiment that fitted the probes, when published
         self.warnings: list[str] = []
         self._lock = threading.Lock()
 
@@ -49,16 +50,26 @@ class ExplorerSession:
         from ..bundles import load_bundle
         from ..pipeline.generate import GenerationSettings
         from ..pipeline.layers import self_attention_layers
-        from ..probing.ridge import Probes
 
         self.store = RunStore(self.cache, on_corrupt=self.warnings.append)
         # a toyworld-shaped pipeline of the user's (--model) is judged by the bundle's models
         b = load_bundle(self.bundle_name, device=self.device, model=self.model_path)
         self.bundle = b
         self.warnings += list(b.left_out)
-        from ..pipeline.runner import probes_file
+        self._find_probes()
+        self.settings = GenerationSettings(steps=self.steps, guidance=self.guidance, layers=b.layers)
+        self.layer_names = {i.path: i.short for i in self_attention_layers(b.pipe.unet)}
 
-        # --probes; else what an experiment published for this pipeline; else the bundle's shipped probes
+    def _find_probes(self) -> None:
+        """--probes; else what an experiment published for this pipeline at these steps; else the bundle's
+        shipped probes. With them, the experiment's summary published beside them (if any)."""
+        import json
+
+        from ..pipeline.runner import probes_file, summary_file
+        from ..probing.ridge import Probes
+
+        b = self.bundle
+        self.probes, self.report = None, None
         published = probes_file(self.store, b.pipe, self.steps)
         path = self.probes_path or (published if published.exists() else b.probes)
         if path is not None:
@@ -67,11 +78,56 @@ class ExplorerSession:
             if unknown:
                 self.warnings.append(f"{path}: probes for layers this model does not have ({unknown[0]}); not shown")
                 self.probes = None
-        if self.probes is None:
-            self.warnings.append("no fitted probes for this model: run `ldm-explore experiment run` to fit them; "
-                                 "showing off-the-shelf maps only")
-        self.settings = GenerationSettings(steps=self.steps, guidance=self.guidance, layers=b.layers)
-        self.layer_names = {i.path: i.short for i in self_attention_layers(b.pipe.unet)}
+        if self.probes is not None and summary_file(path).exists():
+            try:
+                self.report = json.loads(summary_file(path).read_text())
+            except ValueError:
+                self.warnings.append(f"{summary_file(path)}: not a readable experiment summary; not shown")
+
+    # --- settings --------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Loaded: bundle, probes and settings are all there (the bundle is set first, during load)."""
+        return self.settings is not None
+
+    @staticmethod
+    def schedulers() -> list[str]:
+        """The schedulers a session can switch to (the CLI's --scheduler names)."""
+        from ..pipeline.loading import SCHEDULERS
+
+        return list(SCHEDULERS)
+
+    def current(self) -> dict:
+        """The settings the next run is made with."""
+        return {"steps": self.steps, "guidance": self.guidance, "scheduler": self.scheduler_name()}
+
+    def scheduler_name(self) -> str:
+        from ..pipeline.loading import SCHEDULERS
+
+        cls = type(self.bundle.pipe.scheduler).__name__ if self.bundle is not None else ""
+        return next((k for k, v in SCHEDULERS.items() if v == cls), cls)
+
+    def configure(self, steps: int | None = None, guidance: float | None = None, scheduler: str | None = None) -> None:
+        """Change the settings of the next runs: each combination is its own run in the store, so a run made
+        with the old settings opens again from the store when they come back. Probes are looked up again
+        (they are fitted per scheduler and number of steps)."""
+        from ..pipeline.generate import GenerationSettings
+        from ..pipeline.loading import make_scheduler
+
+        if steps is not None and steps < 1:
+            raise UserError(f"steps {steps}: must be at least 1")
+        if guidance is not None and not guidance >= 0:
+            raise UserError(f"guidance {guidance}: must be 0 or more")
+        with self._lock:  # not while a run uses the pipeline
+            pipe = self.bundle.pipe
+            if scheduler is not None and scheduler != self.scheduler_name():
+                pipe.scheduler = make_scheduler(pipe.scheduler, scheduler)
+            changed_steps = steps is not None and steps != self.steps
+            self.steps = steps if steps is not None else self.steps
+            self.guidance = guidance if guidance is not None else self.guidance
+            self.settings = GenerationSettings(steps=self.steps, guidance=self.guidance, layers=self.bundle.layers)
+            if changed_steps or scheduler is not None:
+                self._find_probes()
 
     # --- runs ------------------------------------------------------------------------------------
     def key(self, p: Prompt):
@@ -80,12 +136,13 @@ class ExplorerSession:
         return run_key(self.bundle.pipe, p, self.settings)
 
     def is_cached(self, p: Prompt) -> bool:
-        return self.store is not None and self.store.has(self.key(p))
+        # the store is opened before the bundle is loaded: until then nothing counts as cached
+        return self.store is not None and self.ready and self.store.has(self.key(p))
 
     def unknown_words(self, text: str) -> list[str]:
         from ..bundles.toyworld import unknown_words
 
-        return unknown_words(self.bundle.pipe.tokenizer, text) if self.bundle_name == "toyworld" else []
+        return unknown_words(self.bundle.pipe.tokenizer, text) if self.bundle_name == "toyworld" and self.ready else []
 
     def open(self, p: Prompt):
         """The analysed run from the store, or None."""

@@ -14,13 +14,17 @@ HELP = """\
   [b]← →[/b]          previous / next step    [b]Home End[/b] first / last step
   [b]/[/b]            search prompts          [b]v[/b]        decoded x_t / predicted x0
   [b]l[/b]            next probe layer        [b]e[/b]        export grid, curves, table
+  [b]s[/b]            settings: steps, guidance, scheduler, seed (a new run; [b]b[/b] goes back to the one before)
+  [b]z[/b]            zoom: one property's maps as large as the screen allows (p: property)
+  [b]x[/b]            layer x step screen     (the experiment's metric per layer and step; Enter jumps there)
   [b]?[/b]            this help               [b]q[/b]        quit
 
 Top row: the decoded image, then for mask, depth and shading the linear probe's map
 (from the layer shown) beside the off-the-shelf model run on the decoded image.
 Second row: the final image and its labels (the probes' targets).
 Numbers: Dice (mask), Spearman (depth), Pearson (shading) against the final labels;
-emergence = first step from which the metric stays >= 90% of its final value.
+reaches = first step from which the metric stays >= 90% of the probe's final value (one bar for probe P
+and off-the-shelf O: O ends at 1.0 by construction); P>O = first step from which the probe stays above O.
 Type a prompt and a seed in the boxes under the table to run your own.
 """
 

@@ -15,6 +15,9 @@ from ..messages import Loaded, RunFailed, RunReady, StepPreview
 from ..widgets.prompt_table import PromptTable, SearchBox
 from ..widgets.step_view import StepView
 from .export import ExportScreen
+from .layers import LayerStepScreen
+from .settings import SettingsScreen
+from .zoom import ZoomScreen
 
 
 class MainScreen(Screen):
@@ -26,6 +29,10 @@ class MainScreen(Screen):
         Binding("slash", "search", "search"),
         Binding("v", "toggle_view", "x_t/x0"),
         Binding("l", "next_layer", "layer"),
+        Binding("s", "settings", "settings"),
+        Binding("b", "back", "previous run"),
+        Binding("z", "zoom", "zoom"),
+        Binding("x", "layer_step", "layer×step"),
         Binding("e", "export", "export"),
     ]
 
@@ -36,6 +43,9 @@ class MainScreen(Screen):
         self.export_dir = export_dir
         self.analysis = None
         self.running_index: int | None = None
+        self.queued = None  # a prompt chosen while the models load: it runs when they are loaded
+        self.shown = None  # (prompt, settings) of the run on screen
+        self.history: list = []  # the runs shown before it, with their settings: 'b' goes back
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -87,6 +97,9 @@ class MainScreen(Screen):
         for w in self.session.warnings:
             self.notify(w, severity="warning", timeout=10)
         self.refresh_cached()
+        if self.queued is not None:
+            prompt, self.queued = self.queued, None
+            self.start_run(prompt)
 
     def refresh_cached(self) -> None:
         if self.session.prompts is None or self.session.store is None:
@@ -102,8 +115,10 @@ class MainScreen(Screen):
         self.start_run(self.session.prompts.by_index(int(event.row_key.value)))
 
     def start_run(self, prompt) -> None:
-        if self.session.bundle is None:
-            self.notify("models are still loading…", severity="warning")
+        if not self.session.ready:
+            self.queued = prompt
+            self.query_one(StepView).queued(prompt)
+            self.notify(f"#{prompt.index} runs as soon as the models are loaded")
             return
         self.running_index = prompt.index
         self.query_one(StepView).begin(prompt, self.session.steps)
@@ -136,6 +151,10 @@ class MainScreen(Screen):
         if msg.index != self.running_index:
             return
         self.analysis = msg.analysis
+        shown = (msg.analysis.prompt, self.session.current())
+        if self.shown is not None and self.shown != shown and (not self.history or self.history[-1] != self.shown):
+            self.history.append(self.shown)
+        self.shown = shown
         self.query_one(StepView).show_run(msg.analysis)
         self.refresh_cached()
 
@@ -144,9 +163,6 @@ class MainScreen(Screen):
 
     @on(Input.Submitted, "#custom-prompt, #custom-seed")
     def custom_submitted(self, event: Input.Submitted) -> None:
-        if self.session.bundle is None:
-            self.notify("models are still loading…", severity="warning")
-            return
         text = self.query_one("#custom-prompt", Input).value
         seed_s = self.query_one("#custom-seed", Input).value.strip() or "0"
         try:
@@ -176,7 +192,7 @@ class MainScreen(Screen):
 
     # --- keys -------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters) -> bool | None:
-        if action in ("step", "step_to", "toggle_view", "next_layer", "export", "search") \
+        if action in ("step", "step_to", "toggle_view", "next_layer", "export", "search", "layer_step", "zoom", "settings", "back") \
                 and isinstance(self.focused, Input):
             return False  # typing: the key goes to the input
         return True
@@ -193,6 +209,69 @@ class MainScreen(Screen):
 
     def action_next_layer(self) -> None:
         self.query_one(StepView).next_layer()
+
+    def action_settings(self) -> None:
+        if not self.session.ready:
+            self.notify("settings can change once the models are loaded", severity="warning")
+            return
+        prompt = self.shown[0] if self.shown else None
+
+        def done(new):
+            if new is None:
+                return
+            seed = new.pop("seed")
+            target = prompt
+            if target is not None and seed is not None and seed != target.seed:
+                import dataclasses
+
+                target = dataclasses.replace(target, seed=seed)
+            self.reconfigure(new, target)
+
+        self.app.push_screen(SettingsScreen(self.session.current(), prompt.seed if prompt else None,
+                                            self.session.schedulers()), done)
+
+    def action_back(self) -> None:
+        if not self.history:
+            self.notify("no earlier run to go back to", severity="warning")
+            return
+        prompt, settings = self.history.pop()  # the run we leave is pushed when the other one shows: b toggles
+        self.reconfigure(settings, prompt)
+
+    @work(thread=True, exclusive=True, group="configure")
+    def reconfigure(self, settings: dict, prompt) -> None:
+        """Apply new settings (waits for a run in progress to let go of the pipeline), then run or open
+        ``prompt`` with them."""
+        try:
+            self.session.configure(**settings)
+        except Exception as e:
+            self.app.call_from_thread(self.notify, f"settings not applied: {e}", severity="error")
+            return
+        c = self.session.current()
+        self.app.call_from_thread(self.notify, f"next runs: {c['steps']} steps, guidance {c['guidance']}, "
+                                               f"{c['scheduler']}" + ("" if self.session.probes else " (no probes fitted for these)"))
+        if prompt is not None:
+            self.app.call_from_thread(self.start_run, prompt)
+
+    def action_zoom(self) -> None:
+        if self.analysis is None:
+            self.notify("nothing to zoom into yet: run a prompt first", severity="warning")
+            return
+        v = self.query_one(StepView)
+
+        def done(step):
+            if step is not None:
+                v.goto(step)
+
+        self.app.push_screen(ZoomScreen(self.analysis, v.layer, v.view, v.step, self.renderer), done)
+
+    def action_layer_step(self) -> None:
+        v = self.query_one(StepView)
+
+        def done(where):
+            if where is not None:
+                v.show_layer(*where)
+
+        self.app.push_screen(LayerStepScreen(self.session.report, v.layer, v.step), done)
 
     def action_search(self) -> None:
         self.query_one(SearchBox).focus()

@@ -57,19 +57,48 @@ def image_class(renderer: str):
     return StepImage
 
 
+CELL_ASPECT = 2.0  # a terminal cell is about twice as tall as it is wide
+
+
+def letterbox(cols: int, rows: int, aspect: float) -> tuple[int, int]:
+    """The largest (cols, rows) box inside ``cols`` x ``rows`` cells that shows an image of ``aspect``
+    (width / height) undistorted on cells ``CELL_ASPECT`` times taller than wide."""
+    w = max(1, min(cols, int(rows * CELL_ASPECT * aspect)))
+    h = max(1, min(rows, round(w / (CELL_ASPECT * aspect))))
+    return w, h
+
+
 class Tile(Vertical):
-    """An image with a caption under it."""
+    """An image with a caption under it; the image keeps its aspect ratio (letterboxed, centred) at any size."""
 
     def __init__(self, caption: str, renderer: str, **kw):
         super().__init__(**kw)
         self.caption = caption
         self.renderer = renderer
+        self.aspect = 1.0  # of the image shown (width / height)
 
     def compose(self) -> ComposeResult:
         yield image_class(self.renderer)(None, classes="tile-image")
         yield Static(self.caption, classes="tile-caption")
 
+    def on_resize(self, event) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        cols, rows = self.size.width, self.size.height - 1  # the caption takes a line
+        if cols < 1 or rows < 1:
+            return
+        w, h = letterbox(cols, rows, self.aspect)
+        img = self.query_one(".tile-image")
+        if (img.styles.width, img.styles.height) != (w, h):
+            img.styles.width, img.styles.height = w, h
+
     def set_image(self, pil) -> None:
+        if pil is not None and pil.height:
+            aspect = pil.width / pil.height
+            if aspect != self.aspect:
+                self.aspect = aspect
+                self._fit()
         self.query_one(".tile-image").image = pil
 
     def set_caption(self, text: str) -> None:

@@ -30,6 +30,7 @@ class StepView(Vertical):
     step = reactive(0, repaint=False)  # redraw() repaints what changed; a container repaint redraws all
     view = reactive("xt", repaint=False)
     layer: str | None = None
+    split: str | None = None  # of the prompt shown: train-split probe metrics are in-sample
 
     def __init__(self, renderer: str, **kw):
         super().__init__(**kw)
@@ -73,11 +74,18 @@ class StepView(Vertical):
         self.previews = {}
         self._cache = {}
         self.total = steps
-        self.query_one("#title", Static).update(f"#{prompt.index} (seed {prompt.seed}): {prompt.prompt}")
+        self.split = prompt.split
+        where = {"train": " · train split: probe metrics are in-sample (the probes were fitted on it)",
+                 "val": " · val split: chose the probes' layer and penalty", "test": " · test split"}.get(prompt.split, "")
+        self.query_one("#title", Static).update(f"#{prompt.index} (seed {prompt.seed}): {prompt.prompt}{where}")
         self.query_one("#status", Static).update("running…")
         s = self.query_one(StepStrip)
         s.total, s.filled, s.current = steps, 0, 0
         self.step = 0
+
+    def queued(self, prompt) -> None:
+        self.query_one("#title", Static).update(f"#{prompt.index} (seed {prompt.seed}): {prompt.prompt}")
+        self.query_one("#status", Static).update("queued: runs when the models are loaded…")
 
     def preview(self, step: int, total: int, image: np.ndarray) -> None:
         self.previews[step] = image
@@ -120,6 +128,13 @@ class StepView(Vertical):
         n = self.total if self.analysis is not None else max(len(self.previews), 1)
         self.step = (n - 1) if step < 0 else max(0, min(step, n - 1))
 
+    def show_layer(self, layer: str, step: int) -> None:
+        """Jump to ``layer`` (when the run has probes for it) and ``step``."""
+        if self.analysis is not None and layer in self.analysis.layers and layer != self.layer:
+            self.layer = layer
+            self._rebuild()
+        self.goto(step)
+
     def next_layer(self) -> None:
         if self.analysis is None or not self.analysis.layers:
             self.app.notify("no probe layers to choose from", severity="warning")
@@ -145,23 +160,27 @@ class StepView(Vertical):
         self._prebuild()
 
     # --- drawing ----------------------------------------------------------------------------------
-    def _tiles_for(self, s: int, view: str | None = None, layer: str | None = None, a=None) -> dict:
-        view, layer, a = view or self.view, layer or self.layer, a or self.analysis
-        key = (id(a), s, view, layer)  # a prebuild thread of a previous run must not fill in this one
-        cache = self._cache
-        if key not in cache:
-            from ldm_explore.backend.explore.analysis import to_rgb
+    @staticmethod
+    def _make_tiles(a, s: int, view: str, layer: str | None) -> dict:
+        """The step's tile images (no widget state: safe in a worker thread)."""
+        from ldm_explore.backend.explore.analysis import to_rgb
 
-            out = {"t-image": pil(a.images[view][s])}
-            for k, p in enumerate(a.props):
-                out[f"t-{p}-ots"] = pil(to_rgb(a.ots[view][s, k], p))
-                if layer is not None:
-                    out[f"t-{p}-probe"] = pil(to_rgb(a.probe_maps(layer)[s, k], p))
-            cache[key] = out
-        return cache[key]
+        out = {"t-image": pil(a.images[view][s])}
+        for k, p in enumerate(a.props):
+            out[f"t-{p}-ots"] = pil(to_rgb(a.ots[view][s, k], p))
+            if layer is not None:
+                out[f"t-{p}-probe"] = pil(to_rgb(a.probe_maps(layer)[s, k], p))
+        return out
+
+    def _tiles_for(self, s: int) -> dict:
+        key = (id(self.analysis), s, self.view, self.layer)
+        if key not in self._cache:
+            self._cache[key] = self._make_tiles(self.analysis, s, self.view, self.layer)
+        return self._cache[key]
 
     def _prebuild(self) -> None:
-        """Build every step's tiles in a thread, so a first visit of a step costs what a revisit does."""
+        """Build every step's tiles in a thread, so a first visit of a step costs what a revisit does. The thread
+        only computes; the cache is written on the UI thread."""
         a, view, layer = self.analysis, self.view, self.layer
         if a is None:
             return
@@ -170,7 +189,10 @@ class StepView(Vertical):
             for s in range(a.num_steps):
                 if self.analysis is not a or self.view != view or self.layer != layer:
                     return  # another run, view or layer: its own prebuild takes over
-                self._tiles_for(s, view, layer, a)
+                key = (id(a), s, view, layer)  # a previous run's prebuild never fills in this one's
+                if key not in self._cache:
+                    tiles = self._make_tiles(a, s, view, layer)
+                    self.app.call_from_thread(self._cache.setdefault, key, tiles)
 
         self.run_worker(build, thread=True, exclusive=True, group="tiles", exit_on_error=False)
 
@@ -193,9 +215,10 @@ class StepView(Vertical):
             for p in a.props:
                 self.query_one(f"#t-{p}-probe", Tile).set_caption(f"{SHORT[p]} P")
             # fixed-size widgets: repaint only, no relayout (a relayout re-renders the whole screen)
+            ins = "  ·  IN-SAMPLE" if self.split == "train" else ""
             self.query_one("#status", Static).update(
                 f"view {'x_t (noisy latent)' if self.view == 'xt' else 'predicted x0'}  ·  probe layer {name}: "
-                f"{self.layer}  ·  t={a.timesteps[s]:.0f}", layout=False)
+                f"{self.layer}  ·  t={a.timesteps[s]:.0f}{ins}", layout=False)
         t = self.query_one("#metrics", DataTable)
         if t.row_count:
             t.move_cursor(row=s, animate=False)
@@ -233,6 +256,6 @@ class StepView(Vertical):
         parts = []
         for p in a.props:
             e = em[p]
-            parts.append(f"{p} P {_s(e.get('probe'))} O {_s(e['off-the-shelf'])}")
-        self.query_one("#emergence", Static).update("emerges at step: " + " · ".join(parts) +
-                                                    "  (Dice / Spearman / Pearson >= 90% of final)")
+            beats = f" P>O {_s(e['probe beats'])}" if "probe beats" in e else ""
+            parts.append(f"{p} ≥{e['bar']:.2f}: P {_s(e.get('probe'))} O {_s(e['off-the-shelf'])}{beats}")
+        self.query_one("#emergence", Static).update("reaches 90% of probe's final from step: " + " · ".join(parts))
