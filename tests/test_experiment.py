@@ -220,3 +220,16 @@ def test_a_rerun_with_another_configuration_stops_with_one_line(report, capsys):
     cfg = json.loads((d / "report" / "checkpoint" / "configuration.json").read_text())
     assert cfg["guidance"] == 7.5 and cfg["steps"] == 15 and len(cfg["layers"]) == 10 and cfg["revision"]
     assert cfg["seeds"] == 2
+
+
+def test_a_checkpoint_from_before_a_new_setting_resumes_at_its_default(tmp_path):
+    """A configuration.json written before --seeds existed holds no "seeds": it was one seed, so a rerun with
+    one seed resumes it and a rerun with two stops naming the difference."""
+    from ldm_explore.backend.errors import UserError
+    from ldm_explore.backend.experiment.checkpoint import Checkpoint
+
+    ck = Checkpoint(tmp_path / "r" / "checkpoint")
+    (ck.folder / "configuration.json").write_text(json.dumps({"steps": 15, "guidance": 7.5}))
+    ck.guard({"steps": 15, "guidance": 7.5, "seeds": 1}, defaults={"seeds": 1})
+    with pytest.raises(UserError, match=r"made with another configuration \(seeds 1 -> 2\)"):
+        ck.guard({"steps": 15, "guidance": 7.5, "seeds": 2}, defaults={"seeds": 1})

@@ -30,15 +30,17 @@ class Checkpoint:
         self.suffix = f"-rank{rank}of{world}" if world > 1 else ""
 
     # --- configuration ---------------------------------------------------------------------------
-    def guard(self, config: dict) -> None:
+    def guard(self, config: dict, defaults: dict | None = None) -> None:
         """Record the configuration of the runs the checkpoint will hold; refuse to resume one made with another
-        (its statistics would be merged with the new runs'), naming what differs."""
+        (its statistics would be merged with the new runs'), naming what differs. A key an older checkpoint
+        does not record counts as its value in ``defaults`` (what that version always did)."""
         from ..errors import UserError
 
         f = self.folder / "configuration.json"
         want = json.loads(json.dumps(config))
         if f.exists():
             have = json.loads(f.read_text())
+            have = {**(defaults or {}), **have}
             diff = [k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k) and k != "ldm_explore"]
             if diff:
                 what = "; ".join(f"{k} {_short(have.get(k))} -> {_short(want.get(k))}" for k in diff)

@@ -97,7 +97,7 @@ class Experiment:
         self._shuffled = None
         self.config = self._configuration()
         if self.dist.main:
-            self.ckpt.guard(self.config)
+            self.ckpt.guard(self.config, defaults={"seeds": 1})  # checkpoints from before --seeds: one seed
         self.dist.barrier()
 
     def _configuration(self) -> dict:

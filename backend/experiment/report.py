@@ -279,7 +279,7 @@ def summary_text(summary: dict, S: int) -> str:
             lines.append(
                 f"| {k} | {_fmt_ci(d['first_step'][k])} | {_fmt_ci(d['final'][k])} | "
                 f"{_fmt_step_ci(d['reaches_relative_bar'][k])} | {_fmt_step_ci(ab) if ab else '-'} | "
-                f"{_fmt_step(beats['step_means']) + ' ' + str([_fmt_step(x) for x in beats['ci']]).replace(chr(39), '') if beats else '-'} | "
+                f"{_fmt_step_ci({'step': beats['step_means'], 'ci': beats['ci']}) if beats else '-'} | "
                 f"{_fmt_step(beats['step_significant']) if beats else '-'} | "
                 f"{_fmt_step(beats['overtaken_from']) if beats else '-'} | {_fmt_step_ci(d['own_final_emergence'][k])} |")
         for m2, vals in d.get("other_metrics_final", {}).items():
