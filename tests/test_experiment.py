@@ -233,3 +233,26 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_at_its_default(tmp_path)
     ck.guard({"steps": 15, "guidance": 7.5, "seeds": 1}, defaults={"seeds": 1})
     with pytest.raises(UserError, match=r"made with another configuration \(seeds 1 -> 2\)"):
         ck.guard({"steps": 15, "guidance": 7.5, "seeds": 2}, defaults={"seeds": 1})
+
+
+def test_statistics_files_record_their_runs(tmp_path):
+    """The runs a checkpoint holds are written in the same file as their sums (one atomic write); an older
+    checkpoint's separate list of prompt indices reads as seed 0; sums holding more runs than recorded (a
+    crash between two writes of an older version) stop with one line instead of resuming twice-counted."""
+    from ldm_explore.backend.errors import UserError
+    from ldm_explore.backend.experiment.checkpoint import Checkpoint
+
+    ck = Checkpoint(tmp_path / "c")
+    st = ProbeStats(("mask",))
+    st.add_run({"l": np.ones((2, 2, 2, 3), np.float32)}, np.zeros((1, 4, 4), np.float32))
+    ck.save_stats("train", {"real": st}, {"4:0"})
+    assert not (ck.folder / "stats-train-done.json").exists()
+    got, done = ck.load_stats("train", ("real", "latent"), ("mask",))
+    assert done == {"4:0"} and got["real"].images == 1 and "latent" not in got
+    ProbeStats.save(st, ck.stats_file("train", "real"))  # as an older version wrote it
+    (ck.folder / "stats-train-done.json").write_text("[4]")
+    assert ck.load_stats("train", ("real",), ("mask",))[1] == {"4:0"}
+    st.images = 2
+    ProbeStats.save(st, ck.stats_file("train", "real"))
+    with pytest.raises(UserError, match="holds 2 runs but records 1"):
+        ck.load_stats("train", ("real",), ("mask",))

@@ -1,10 +1,14 @@
 """An experiment's progress on disk, ``<out>/checkpoint/``, so an interrupted run resumes without redoing
 finished runs:
 
+    configuration.json                                 what the statistics and rows were made with
     stats-<split>-<kind>[-rank<r>of<n>].safetensors   probe statistics of the runs done so far (per kind:
-                                                       real, and each baseline)
-    stats-<split>-done[-rank<r>of<n>].json             the prompt indices those statistics hold
-    test-rows[-rank<r>of<n>].jsonl                     one line of scores per finished test image
+                                                       real, and each baseline), and in the same file the
+                                                       ids ("<prompt index>:<seed number>") of those runs
+    test-rows[-rank<r>of<n>].jsonl                     one line of scores per finished test run
+
+(Checkpoints written before the files recorded their runs kept them in ``stats-<split>-done.json`` as
+prompt indices; they are read as seed number 0.)
 
 Files are per process when several run one experiment, so a resumed run needs the same number of processes.
 Every write is atomic (written beside, then renamed; the rows file is appended and flushed line by line).
@@ -69,31 +73,41 @@ class Checkpoint:
         return self.folder / f"stats-{split}-done{self.suffix}.json"
 
     def load_stats(self, split: str, kinds: tuple[str, ...], props: tuple[str, ...], device="cpu") -> tuple[dict, set]:
-        """Statistics per kind (on ``device``) and the prompt indices they hold. The first kind is always there;
-        a later kind missing from a checkpoint made by an older version is left out rather than fitted on part
-        of the runs."""
-        f = self._done_file(split)
-        done = set(json.loads(f.read_text())) if f.exists() else set()
+        """Statistics per kind (on ``device``) and the ids of the runs they hold, which each statistics file
+        records itself. The first kind is always there; a later kind whose file is missing, or holds other runs
+        (a kill between two files' writes), is left out rather than fitted on part of the runs."""
+        from ..errors import UserError
+
+        first = self.stats_file(split, kinds[0])
+        done: set = set()
+        if first.exists():
+            runs = ProbeStats.saved_runs(first)
+            if runs is None:  # written before the files recorded their runs: the separate list, prompt indices
+                f = self._done_file(split)
+                runs = [r if isinstance(r, str) else f"{r}:0" for r in json.loads(f.read_text())] if f.exists() else []
+            done = set(runs)
         st = {}
         for k in kinds:
             path = self.stats_file(split, k)
             if path.exists() and done:
+                runs = ProbeStats.saved_runs(path)
+                if k != kinds[0] and runs is not None and set(runs) != done:
+                    continue
                 st[k] = ProbeStats.load(path, device)
+                if st[k].images > len(done):
+                    raise UserError(f"{path}: holds {st[k].images} runs but records {len(done)}; this checkpoint "
+                                    f"cannot be resumed: --fresh starts over")
             elif k == kinds[0] or not done:
                 st[k] = ProbeStats(props, device)
         return st, done
 
     def save_stats(self, split: str, st: dict, done: set) -> int:
-        """Write the statistics and the prompts they hold; returns the bytes written."""
+        """Write the statistics, each file with the runs it holds; returns the bytes written."""
         size = 0
         for k, s in st.items():
             if s.images:
-                s.save(self.stats_file(split, k))
+                s.save(self.stats_file(split, k), runs=done)
                 size += self.stats_file(split, k).stat().st_size
-        f = self._done_file(split)
-        tmp = f.with_suffix(".tmp")
-        tmp.write_text(json.dumps(sorted(done)))
-        tmp.replace(f)
         return size
 
     # --- test rows -------------------------------------------------------------------------------

@@ -124,12 +124,26 @@ class ProbeStats:
     def nbytes(self) -> int:
         return sum(torch.as_tensor(getattr(self, name)[layer]).numel() * 8 for layer in self.n for name in FIELDS)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, runs=None) -> None:
+        """Write the statistics whole or not at all; ``runs`` (the ids of the runs they hold) go into the same
+        file, so a checkpoint can never say it holds runs its sums do not (or the reverse)."""
         from safetensors.numpy import save_file
 
         tmp = Path(str(path) + ".tmp")
-        save_file(self.to_tensors(), str(tmp), metadata={"props": json.dumps(self.props), "images": str(self.images)})
+        meta = {"props": json.dumps(self.props), "images": str(self.images)}
+        if runs is not None:
+            meta["runs"] = json.dumps(sorted(runs))
+        save_file(self.to_tensors(), str(tmp), metadata=meta)
         tmp.replace(path)
+
+    @staticmethod
+    def saved_runs(path: Path) -> list[str] | None:
+        """The run ids a statistics file says it holds (None for a file written without them)."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            runs = f.metadata().get("runs")
+        return None if runs is None else json.loads(runs)
 
     @classmethod
     def load(cls, path: Path, device="cpu") -> "ProbeStats":
