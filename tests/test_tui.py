@@ -347,14 +347,14 @@ def test_textual_image_internals_we_use():
 
 def test_enter_while_loading_queues_the_run_and_random_keys_never_break_the_app(tmp_path):
     """Enter before the models are loaded runs the prompt when they are; then a few hundred keys at random
-    (every binding, during runs, with the help, export and layer x step screens open, across resizes) leave no
+    (every binding, during runs, with the help, export, settings, zoom, side-by-side and layer x step screens open, across resizes) leave no
     exception and a consistent screen."""
     import random
 
     from ldm_explore.tui.screens import MainScreen as Main
 
     keys = ["up", "down", "enter", "left", "right", "home", "end", "v", "l", "x", "p", "o", "e", "escape",
-            "question_mark", "slash", "tab", "a", "1", "backspace", "pagedown"]
+            "question_mark", "slash", "tab", "a", "1", "backspace", "pagedown", "z", "c", "m", "s", "b"]
     rng = random.Random(0)
 
     import threading
@@ -379,7 +379,7 @@ def test_enter_while_loading_queues_the_run_and_random_keys_never_break_the_app(
             gate.set()
             await wait_for(pilot, lambda: app.main.analysis is not None)
             assert app.main.analysis.prompt.index == app.session.prompts[1].index
-            for i in range(300):
+            for i in range(200):
                 if i % 60 == 30:
                     await pilot.resize_terminal(rng.choice([100, 140, 200]), rng.choice([30, 45, 60]))
                 await pilot.press(rng.choice(keys))
@@ -471,5 +471,41 @@ def test_settings_make_new_runs_and_b_goes_back(tmp_path):
             assert app.session.is_cached(first.prompt)  # opened from the store, not generated again
             await pilot.press("b")  # the 5-step run is the one before now
             await wait_for(pilot, lambda: app.main.analysis.num_steps == 5)
+
+    asyncio.run(go())
+
+
+def test_side_by_side_views_layers_and_seeds(tmp_path):
+    """c puts the run beside a variant: its x0 view, another layer, the prompt at the next seed (generated in
+    the background), each row with its own numbers."""
+    from ldm_explore.tui.screens import CompareScreen
+
+    async def go():
+        app = make_app(tmp_path)
+        async with app.run_test(size=(140, 45)) as pilot:
+            await wait_for(pilot, lambda: app.session.ready)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.main.analysis is not None)
+            a = app.main.analysis
+            await pilot.press("end", "c")
+            assert isinstance(app.screen, CompareScreen)
+            scr = app.screen
+
+            def label(row):
+                return str(scr.query_one(f"#cmp-{row}-label").render())
+
+            assert ", xt: P Dice" in label("a") and ", x0: P Dice" in label("b")
+            x0 = a.metrics(a.default_layer, "x0")["mask"]["probe"][-1]
+            assert f"P Dice {x0:.2f}" in label("b")
+            await pilot.press("m")  # two layers
+            assert scr.mode == "layers" and label("a").split(":")[0] != label("b").split(":")[0]
+            await pilot.press("m")  # two seeds: the other is generated
+            await wait_for(pilot, lambda: scr.other_seed is not None)
+            await pilot.pause(0.2)
+            assert scr.other_seed.prompt.seed == (a.prompt.seed + 1) % 2**32
+            assert f"seed {a.prompt.seed + 1}" in label("b") and "running" not in label("b")
+            assert app.session.is_cached(scr.other_seed.prompt)  # a run in the store, like any other
+            await pilot.press("escape")
+            assert app.screen is app.main
 
     asyncio.run(go())

@@ -1,5 +1,6 @@
-"""The explorer's screens: the main screen, the zoom and layer x step screens, and the help, export and settings dialogs."""
+"""The explorer's screens: the main screen, the zoom, side-by-side and layer x step screens, and the help, export and settings dialogs."""
 
+from .compare import CompareScreen
 from .export import ExportScreen
 from .help import HelpScreen
 from .layers import LayerStepScreen
@@ -7,4 +8,4 @@ from .main import MainScreen
 from .settings import SettingsScreen
 from .zoom import ZoomScreen
 
-__all__ = ["ExportScreen", "HelpScreen", "LayerStepScreen", "MainScreen", "SettingsScreen", "ZoomScreen"]
+__all__ = ["CompareScreen", "ExportScreen", "HelpScreen", "LayerStepScreen", "MainScreen", "SettingsScreen", "ZoomScreen"]

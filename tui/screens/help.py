@@ -16,6 +16,7 @@ HELP = """\
   [b]l[/b]            next probe layer        [b]e[/b]        export grid, curves, table
   [b]s[/b]            settings: steps, guidance, scheduler, seed (a new run; [b]b[/b] goes back to the one before)
   [b]z[/b]            zoom: one property's maps as large as the screen allows (p: property)
+  [b]c[/b]            side by side: x_t vs x0, two layers, or two seeds ([b]m[/b] mode), both rows' numbers
   [b]x[/b]            layer x step screen     (the experiment's metric per layer and step; Enter jumps there)
   [b]?[/b]            this help               [b]q[/b]        quit
 

@@ -15,6 +15,7 @@ from ..messages import Loaded, RunFailed, RunReady, StepPreview
 from ..widgets.prompt_table import PromptTable, SearchBox
 from ..widgets.step_view import StepView
 from .export import ExportScreen
+from .compare import CompareScreen
 from .layers import LayerStepScreen
 from .settings import SettingsScreen
 from .zoom import ZoomScreen
@@ -32,6 +33,7 @@ class MainScreen(Screen):
         Binding("s", "settings", "settings"),
         Binding("b", "back", "previous run"),
         Binding("z", "zoom", "zoom"),
+        Binding("c", "compare", "side by side"),
         Binding("x", "layer_step", "layer×step"),
         Binding("e", "export", "export"),
     ]
@@ -192,7 +194,7 @@ class MainScreen(Screen):
 
     # --- keys -------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters) -> bool | None:
-        if action in ("step", "step_to", "toggle_view", "next_layer", "export", "search", "layer_step", "zoom", "settings", "back") \
+        if action in ("step", "step_to", "toggle_view", "next_layer", "export", "search", "layer_step", "zoom", "settings", "back", "compare") \
                 and isinstance(self.focused, Input):
             return False  # typing: the key goes to the input
         return True
@@ -251,6 +253,18 @@ class MainScreen(Screen):
                                                f"{c['scheduler']}" + ("" if self.session.probes else " (no probes fitted for these)"))
         if prompt is not None:
             self.app.call_from_thread(self.start_run, prompt)
+
+    def action_compare(self) -> None:
+        if self.analysis is None:
+            self.notify("nothing to compare yet: run a prompt first", severity="warning")
+            return
+        v = self.query_one(StepView)
+
+        def done(step):
+            if step is not None:
+                v.goto(step)
+
+        self.app.push_screen(CompareScreen(self.analysis, v.layer, v.view, v.step, self.renderer), done)
 
     def action_zoom(self) -> None:
         if self.analysis is None:
