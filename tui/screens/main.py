@@ -23,18 +23,18 @@ from .zoom import ZoomScreen
 
 class MainScreen(Screen):
     BINDINGS = [
-        Binding("left", "step(-1)", "step -", priority=True),
-        Binding("right", "step(1)", "step +", priority=True),
+        Binding("left", "step(-1)", "step -", priority=True, show=False),  # arrows: in ? help; the footer
+        Binding("right", "step(1)", "step +", priority=True, show=False),  # keeps room for the views at 100 cols
         Binding("home", "step_to(0)", "first", priority=True, show=False),
         Binding("end", "step_to(-1)", "last", priority=True, show=False),
-        Binding("slash", "search", "search"),
-        Binding("v", "toggle_view", "x_t/x0"),
+        Binding("slash", "search", "search", show=False),  # the search box itself says "/ search prompts"
+        Binding("v", "toggle_view", "view"),
         Binding("l", "next_layer", "layer"),
         Binding("s", "settings", "settings"),
-        Binding("b", "back", "previous run"),
+        Binding("b", "back", "back"),
         Binding("z", "zoom", "zoom"),
-        Binding("c", "compare", "side by side"),
-        Binding("x", "layer_step", "layer×step"),
+        Binding("c", "compare", "compare"),
+        Binding("x", "layer_step", "layers"),
         Binding("e", "export", "export"),
     ]
 
