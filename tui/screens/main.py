@@ -255,20 +255,15 @@ class MainScreen(Screen):
             self.app.call_from_thread(self.start_run, prompt)
 
     def action_compare(self) -> None:
-        if self.analysis is None:
-            self.notify("nothing to compare yet: run a prompt first", severity="warning")
-            return
-        v = self.query_one(StepView)
-
-        def done(step):
-            if step is not None:
-                v.goto(step)
-
-        self.app.push_screen(CompareScreen(self.analysis, v.layer, v.view, v.step, self.renderer), done)
+        self._open_run_view(CompareScreen, "compare")
 
     def action_zoom(self) -> None:
+        self._open_run_view(ZoomScreen, "zoom into")
+
+    def _open_run_view(self, screen, what: str) -> None:
+        """A screen on the open run at the current layer, view and step; the step it closes at is kept."""
         if self.analysis is None:
-            self.notify("nothing to zoom into yet: run a prompt first", severity="warning")
+            self.notify(f"nothing to {what} yet: run a prompt first", severity="warning")
             return
         v = self.query_one(StepView)
 
@@ -276,7 +271,7 @@ class MainScreen(Screen):
             if step is not None:
                 v.goto(step)
 
-        self.app.push_screen(ZoomScreen(self.analysis, v.layer, v.view, v.step, self.renderer), done)
+        self.app.push_screen(screen(self.analysis, v.layer, v.view, v.step, self.renderer), done)
 
     def action_layer_step(self) -> None:
         v = self.query_one(StepView)
