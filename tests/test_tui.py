@@ -43,6 +43,13 @@ class SpyApp(ExplorerApp):
     MAIN_SCREEN = SpyScreen
 
 
+async def open_first_run(pilot, app):
+    """Once the models are loaded, run the selected prompt and wait for its analysis."""
+    await wait_for(pilot, lambda: app.session.ready)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.main.analysis is not None)
+
+
 def make_app(tmp_path, **kw):
     return SpyApp(ExplorerSession(cache=str(tmp_path / "store")), renderer="halfcell",
                   export_dir=tmp_path / "export", **kw)
@@ -226,9 +233,7 @@ def _ready_app(tmp_path):
     app = make_app(tmp_path)
 
     async def run_before(pilot):
-        await wait_for(pilot, lambda: app.session.ready)
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: app.main.analysis is not None)
+        await open_first_run(pilot, app)
         await pilot.press("home", "right", "right")
         await wait_for(pilot, lambda: not app._notifications, timeout=30)
         await pilot.pause(0.2)
@@ -310,9 +315,7 @@ def test_tiles_keep_their_aspect_ratio(tmp_path):
     async def go():
         app = make_app(tmp_path)
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait_for(pilot, lambda: app.session.ready)
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: app.main.analysis is not None)
+            await open_first_run(pilot, app)
             seen = []
             for size in ((100, 30), (160, 48), (240, 67)):
                 await pilot.resize_terminal(*size)
@@ -448,9 +451,7 @@ def test_settings_make_new_runs_and_b_goes_back(tmp_path):
     async def go():
         app = make_app(tmp_path)
         async with app.run_test(size=(140, 45)) as pilot:
-            await wait_for(pilot, lambda: app.session.ready)
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: app.main.analysis is not None)
+            await open_first_run(pilot, app)
             first = app.main.analysis
             assert first.num_steps == 15 and first.layers
             await pilot.press("s")
@@ -483,9 +484,7 @@ def test_side_by_side_views_layers_and_seeds(tmp_path):
     async def go():
         app = make_app(tmp_path)
         async with app.run_test(size=(140, 45)) as pilot:
-            await wait_for(pilot, lambda: app.session.ready)
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: app.main.analysis is not None)
+            await open_first_run(pilot, app)
             a = app.main.analysis
             await pilot.press("end", "c")
             assert isinstance(app.screen, CompareScreen)

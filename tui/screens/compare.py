@@ -12,32 +12,26 @@ import dataclasses
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ldm_explore.backend.probing.properties import METRIC_LABELS, get
 
 from ..widgets.images import Tile
 from ..widgets.step_view import pil
+from .run_view import RunViewScreen
 
 MODES = ("views", "layers", "seeds")
 
 
-class CompareScreen(Screen):
+class CompareScreen(RunViewScreen):
     BINDINGS = [
         Binding("escape,c", "close", "back"),
         Binding("m", "next_mode", "x_t|x0 / layers / seeds"),
-        Binding("p", "next_property", "property"),
         Binding("l", "next_layer", "other layer"),
-        Binding("left", "step(-1)", "step -", priority=True),
-        Binding("right", "step(1)", "step +", priority=True),
     ]
 
     def __init__(self, analysis, layer: str | None, view: str, step: int, renderer: str):
-        super().__init__()
-        self.a, self.probe_layer, self.view, self.step = analysis, layer, view, step
-        self.renderer = renderer
-        self.prop = analysis.props[0]
+        super().__init__(analysis, layer, view, step, renderer)
         self.mode = "views"
         layers = analysis.layers
         self.other_layer = next((x for x in layers if x != layer), layer)
@@ -52,9 +46,6 @@ class CompareScreen(Screen):
                 for what in ("image", "probe", "ots"):
                     yield Tile(what, self.renderer, id=f"cmp-{row}-{what}")
         yield Footer()
-
-    def on_mount(self) -> None:
-        self.draw()
 
     # --- the two rows ---------------------------------------------------------------------------------
     def rows(self) -> list[tuple[str, object, str | None, str]]:
@@ -127,20 +118,8 @@ class CompareScreen(Screen):
             self._want_seed()
         self.draw()
 
-    def action_next_property(self) -> None:
-        ps = self.a.props
-        self.prop = ps[(ps.index(self.prop) + 1) % len(ps)]
-        self.draw()
-
     def action_next_layer(self) -> None:
         ls = self.a.layers
         if ls:
             self.other_layer = ls[(ls.index(self.other_layer) + 1) % len(ls)] if self.other_layer in ls else ls[0]
             self.draw()
-
-    def action_step(self, delta: int) -> None:
-        self.step = max(0, min(self.a.num_steps - 1, self.step + delta))
-        self.draw()
-
-    def action_close(self) -> None:
-        self.dismiss(self.step)

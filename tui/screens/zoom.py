@@ -6,26 +6,17 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ..widgets.images import Tile
 from ..widgets.step_view import pil
+from .run_view import RunViewScreen
 
 
-class ZoomScreen(Screen):
+class ZoomScreen(RunViewScreen):
     BINDINGS = [
         Binding("escape,z", "close", "back"),
-        Binding("p", "next_property", "property"),
-        Binding("left", "step(-1)", "step -", priority=True),
-        Binding("right", "step(1)", "step +", priority=True),
     ]
-
-    def __init__(self, analysis, layer: str | None, view: str, step: int, renderer: str):
-        super().__init__()
-        self.a, self.probe_layer, self.view, self.step = analysis, layer, view, step
-        self.renderer = renderer
-        self.prop = analysis.props[0]
 
     def compose(self) -> ComposeResult:
         yield Static("", id="zoom-title")
@@ -33,9 +24,6 @@ class ZoomScreen(Screen):
             for wid in ("image", "probe", "ots", "label"):
                 yield Tile(wid, self.renderer, id=f"z-{wid}")
         yield Footer()
-
-    def on_mount(self) -> None:
-        self.draw()
 
     def draw(self) -> None:
         from ldm_explore.backend.explore.analysis import to_rgb
@@ -57,15 +45,3 @@ class ZoomScreen(Screen):
         self.query_one("#z-label", Tile).set_image(pil(to_rgb(a.target[k], self.prop)))
         self.query_one("#z-label", Tile).set_caption(f"{self.prop}: label (final image)")
         self.query_one("#z-image", Tile).set_caption(f"{'x_t' if self.view == 'xt' else 'x0'} at step {s}")
-
-    def action_next_property(self) -> None:
-        ps = self.a.props
-        self.prop = ps[(ps.index(self.prop) + 1) % len(ps)]
-        self.draw()
-
-    def action_step(self, delta: int) -> None:
-        self.step = max(0, min(self.a.num_steps - 1, self.step + delta))
-        self.draw()
-
-    def action_close(self) -> None:
-        self.dismiss(self.step)
