@@ -92,3 +92,47 @@ def test_scene_sampling_and_grammar():
         assert set(sc.prompt.replace(",", "").split()) <= set(vocabulary())
     assert ns == {1, 2, 3} and len(seen_shapes) == 4 and len(seen_colors) == 8
     assert len(CLASSES) == 32 and class_index("pink", "cone") == 31
+
+
+def test_world2_layout_is_not_given_away():
+    """World 2: every object is named with the third of the image it shows in (checked by projecting it), the
+    camera's pitch spans nearly level to nearly straight down, floors and backdrops vary and are sometimes absent."""
+    from ldm_explore.backend.toyworld.scenes import SLOTS, VIEWS
+
+    pitches, floors, skies, views = [], set(), 0, set()
+    for s in range(400):
+        sc = sample_scene(s, world=2)
+        assert sc.world == 2 and 1 <= len(sc.objects) <= 3
+        for o in sc.objects:
+            _, col = project(sc, (o.x, o.h / 2, o.z))
+            assert SLOTS[col * 3 // 64] == o.slot
+            assert f"a {o.label} {dict(left='on the left', centre='in the centre', right='on the right')[o.slot]}" in sc.prompt
+        assert len({o.slot for o in sc.objects}) == len(sc.objects) and len({o.color for o in sc.objects}) == len(sc.objects)
+        f = sc.look_at - sc.cam_pos
+        pitches.append(np.degrees(np.arcsin(-f[1] / np.linalg.norm(f))))
+        floors.add(sc.floor)
+        skies += sc.back_z is None
+        views.add(sc.view)
+        assert set(sc.prompt.replace(",", "").split()) <= set(vocabulary())
+    assert min(pitches) < 10 and max(pitches) > 80
+    assert floors == {"checker", "plain", "none"} and 20 < skies < 100 and views == {"", *VIEWS}
+    with pytest.raises(ValueError, match="no toyworld world 3"):
+        sample_scene(0, world=3)
+
+
+def test_world2_sky_and_missing_floor():
+    for s in range(200):
+        sc = sample_scene(s, world=2)
+        if sc.back_z is None and sc.view == "":
+            break
+    out = render(sc, size=64, ss=1)
+    sky = out["depth"] == 0  # sky: inverse depth 0, unshaded
+    assert sky.any() and np.all(out["shading"][sky] == 1.0) and not out["mask"][sky].any()
+    assert (out["depth"][~sky] > 0).all()
+    for s in range(200):
+        sc = sample_scene(s, world=2)
+        if sc.floor == "none":
+            break
+    out = render(sc, size=64, ss=1)
+    # no floor: nothing but objects and the wall; the wall's inverse depth is 1 / z-distance along the view axis
+    assert (out["depth"] > 0).all() and out["mask"].any()

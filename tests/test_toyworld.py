@@ -115,8 +115,10 @@ def test_evaluate_command_on_a_small_sample(capsys):
     assert main(["toyworld", "evaluate", "--json", "--n-renders", "30", "--n-prompts", "4"]) == 0
     res = json.loads(capsys.readouterr().out)
     for k in ("vae_psnr_db", "mask_dice", "depth_spearman", "shading_pearson", "classifier_top1",
-              "classifier_top5", "vae_classifier_top1", "gen_class_match", "gen_mask_ok", "gen_seconds_per_image"):
+              "classifier_top5", "vae_classifier_top1", "gen_class_match", "gen_position_match", "gen_count_match",
+              "render_position_match", "render_count_match", "gen_mask_ok", "gen_seconds_per_image"):
         assert k in res, k
+    assert res["render_count_match"] >= 0.9 and res["world"] == 1
     assert 15 < res["vae_psnr_db"] < 60 and 0 <= res["gen_class_match"] <= 1
     assert res["classifier_top5"] >= res["classifier_top1"] > 0.5
     assert res["n_renders"] == 30 and res["n_prompts"] == 4
@@ -189,3 +191,51 @@ def test_train_every_stage_resume_and_export(tmp_path):
     assert proc.returncode == 130, "".join(seen) + out
     assert ck.stat().st_mtime_ns > before  # checkpointed on the way out
     assert torch.load(ck, map_location="cpu", weights_only=False)["step"] >= 2
+
+
+def test_position_and_count_read_back_from_renders():
+    """The position / count measure of ``toyworld evaluate``, on world-2 renders where the answer is known: it must
+    agree with the scene nearly always for the generated images' figures to mean anything."""
+    from ldm_explore.backend.toyworld.evaluate import named_objects, objects_seen, prompt_followed
+
+    d = render_many(range(EVAL_SEED0, EVAL_SEED0 + 60), procs=1, world=2)
+    f = [prompt_followed(p, im, m) for p, im, m in zip(d["prompt"], d["rgb"], d["mask"])]
+    assert np.mean([a for a, _ in f]) >= 0.95 and np.mean([c for _, c in f]) >= 0.95
+    assert named_objects("a large red sphere on the left and a small blue cube in the centre, lit from the left") == [
+        ("red", "sphere", "left"), ("blue", "cube", "centre")]
+    assert named_objects("a large red sphere left of a small blue cube, lit from the left")[0] == ("red", "sphere", None)
+    # a blank image has no objects; a mask on a grey floor none either
+    grey = np.full((64, 64, 3), 120, np.uint8)
+    assert objects_seen(grey, np.ones((64, 64), bool)) == {}
+    assert prompt_followed("a large red sphere on the left, lit from the left", grey, np.zeros((64, 64), bool)) == (False, False)
+
+
+def test_fine_tuning_starts_from_the_shipped_bundle(tmp_path):
+    """``toyworld train --init-from``: each stage without a checkpoint starts from the bundle's weights; the text
+    encoder keeps every token's row (by token, not by id: the vocabulary grew) and its longer position table
+    starts with the bundle's rows; a stage already checkpointed is left alone."""
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from ldm_explore.backend.bundles import toyworld_dir
+    from ldm_explore.backend.toyworld import train as T
+
+    assert T.seed_from_bundle(tmp_path, toyworld_dir()) == ["vae", "decoder", "estimators", "classifier", "unet"]
+    est = torch.load(tmp_path / "estimators" / "ckpt.pt", weights_only=False)["modules"]["net"]
+    ref = load_file(toyworld_dir() / "estimators.safetensors")
+    assert all(torch.equal(est[k], ref[k]) for k in ref)
+    pipe = toyworld_dir() / "pipeline"
+    old = CLIPTextModel.from_pretrained(pipe / "text_encoder").state_dict()
+    old_vocab = CLIPTokenizer.from_pretrained(pipe / "tokenizer").get_vocab()
+    u = torch.load(tmp_path / "unet" / "ckpt.pt", weights_only=False)
+    new = u["modules"]["text"]
+    new_vocab = CLIPTokenizer(str(tmp_path / "tokenizer" / "vocab.json"), str(tmp_path / "tokenizer" / "merges.txt")).get_vocab()
+    key = next(k for k in new if k.endswith("token_embedding.weight"))
+    moved = [t for t in old_vocab if t in new_vocab and old_vocab[t] != new_vocab[t]]
+    assert moved  # the new words shifted ids: rows must follow their tokens
+    for t in moved[:20] + ["red</w>"]:
+        assert torch.equal(new[key][new_vocab[t]], old[key][old_vocab[t]].float()), t
+    pos = next(k for k in new if k.endswith("position_embedding.weight"))
+    assert new[pos].shape[0] > old[pos].shape[0] and torch.equal(new[pos][: old[pos].shape[0]], old[pos].float())
+    assert u["step"] == 0 and u["opt"] is None and u["extra"]["scale"] == pytest.approx(0.4558, abs=1e-3)
+    assert T.seed_from_bundle(tmp_path, toyworld_dir()) == []

@@ -23,6 +23,12 @@ def add_parsers(sub) -> dict:
     p.add_argument("--workdir", default=None, help="checkpoints and data (default: <user cache>/toyworld-train)")
     p.add_argument("--out", default=None, help="bundle folder to export to (default: the shipped bundle)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cuda:1, mps, cpu")
+    p.add_argument("--world", type=int, default=None,
+                   help="the scene world to train on (1: the first bundle's, 2: varied camera, floor and backdrop); "
+                        "a workdir keeps the world it started with")
+    p.add_argument("--init-from", default=None, metavar="BUNDLE",
+                   help="start the stages that have no checkpoint yet from this bundle folder's weights "
+                        "(fine-tune; e.g. the shipped bundle: `--init-from shipped`)")
     p = tws.add_parser("evaluate", help="the bundle's figures on held-out renders and test prompts")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--n-renders", type=int, default=500)
@@ -85,6 +91,10 @@ def _train(args) -> int:
     from ..pipeline.loading import pick_device
     from ..toyworld import train as T
 
+    from ..bundles import toyworld_dir
+
+    init = None if args.init_from is None else toyworld_dir() if args.init_from == "shipped" else Path(args.init_from)
     T.run(Path(args.workdir) if args.workdir else None, stages, steps or None, args.minutes, args.n_train,
-          procs=args.procs, out=Path(args.out) if args.out else None, device=str(pick_device(args.device)))
+          procs=args.procs, out=Path(args.out) if args.out else None, device=str(pick_device(args.device)),
+          world=args.world, init_from=init)
     return 0

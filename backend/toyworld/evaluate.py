@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from pathlib import Path
@@ -10,8 +11,60 @@ import numpy as np
 import torch
 
 from ..probing.metrics import dice_rows, pearson_rows, spearman_rows
-from .scenes import COLORS, SHAPES, class_index
+from .scenes import COLORS, SHAPES, SLOTS, WORLD, class_index, sample_scene
 from .train import EVAL_SEED0, render_many
+
+FRESH_PROMPT_SEED0 = 30_000_000  # evaluation prompts: drawn fresh, never in the prompt file nor in training
+MIN_OBJECT_PIXELS = 8  # a colour counts as an object from this many masked pixels (of 64 x 64)
+MAX_CHROMA_DISTANCE = 0.06  # a pixel belongs to a colour this close to it in chromaticity (r, g, b) / sum
+_CHROMA = np.array([np.array(c) / sum(c) for c in COLORS.values()])
+_OBJ = re.compile(r"\ba (small|large) (\w+) (\w+)(?: (on the left|in the centre|on the right))?")
+
+
+def named_objects(prompt: str) -> list[tuple[str, str, str | None]]:
+    """(colour, shape, slot or None) of each object a grammar prompt names, in order."""
+    slot = {"on the left": "left", "in the centre": "centre", "on the right": "right"}
+    return [(c, s, slot.get(w)) for _, c, s, w in _OBJ.findall(prompt.lower()) if c in COLORS and s in SHAPES]
+
+
+def objects_seen(img: np.ndarray, mask: np.ndarray) -> dict[str, tuple[int, str]]:
+    """The objects in an image, found by colour: each masked pixel takes the nearest of the world's colours by
+    chromaticity (shading scales a colour, it keeps its chromaticity; every object of a scene has its own
+    colour); a colour with at least MIN_OBJECT_PIXELS pixels is an object. Returns colour -> (pixels, the third
+    of the image its pixels' mean column falls in)."""
+    px = img[mask].astype(np.float64) + 1.0
+    if not len(px):
+        return {}
+    chroma = px / px.sum(1, keepdims=True)
+    dist = np.sqrt(((chroma[:, None] - _CHROMA[None]) ** 2).sum(-1))
+    near, close = dist.argmin(1), dist.min(1) < MAX_CHROMA_DISTANCE  # edge pixels blend into the background
+    cols = np.nonzero(mask)[1]
+    out = {}
+    for k, name in enumerate(COLORS):
+        sel = (near == k) & close
+        if sel.sum() >= MIN_OBJECT_PIXELS:
+            out[name] = (int(sel.sum()), SLOTS[min(2, int(cols[sel].mean() * 3 // img.shape[1]))])
+    return out
+
+
+def prompt_followed(prompt: str, img: np.ndarray, mask: np.ndarray) -> tuple[bool | None, bool]:
+    """(main object where the prompt puts it, or None where the prompt names no place for it; as many objects
+    as the prompt names)."""
+    named = named_objects(prompt)
+    seen = objects_seen(img, mask)
+    pos = None
+    if named and named[0][2] is not None:
+        pos = named[0][0] in seen and seen[named[0][0]][1] == named[0][2]
+    return pos, len(seen) == len(named)
+
+
+def bundle_world(bundle_dir: Path | None) -> int:
+    import json
+
+    from ..bundles import toyworld_dir
+
+    f = Path(bundle_dir or toyworld_dir()) / "TRAINING.json"
+    return int(json.loads(f.read_text()).get("world", 1)) if f.exists() else WORLD
 
 
 def main_class_of(prompt: str) -> int | None:
@@ -34,8 +87,9 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
     progress = progress or (lambda msg: None)
     b = load_bundle("toyworld", device="cpu", bundle_dir=bundle_dir)
     res: dict[str, float] = {}
-    progress(f"rendering {n_renders} held-out scenes")
-    d = render_many(range(EVAL_SEED0, EVAL_SEED0 + n_renders), procs=2 if n_renders >= 200 else 1)
+    world = bundle_world(bundle_dir)
+    progress(f"rendering {n_renders} held-out scenes of world {world}")
+    d = render_many(range(EVAL_SEED0, EVAL_SEED0 + n_renders), procs=2 if n_renders >= 200 else 1, world=world)
     est = b.estimators.all(d["rgb"])
     res["mask_dice"] = float(np.mean([dice_rows(p[None] > 0.5, m)[0] for p, m in zip(est["mask"], d["mask"])]))
     res["depth_spearman"] = float(np.mean([spearman_rows(p[None], t)[0] for p, t in zip(est["depth"], d["depth"])]))
@@ -44,6 +98,12 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
     order = np.argsort(-probs, 1)
     res["classifier_top1"] = float(np.mean(order[:, 0] == d["cls"]))
     res["classifier_top5"] = float(np.mean([c in row[:5] for c, row in zip(d["cls"], order)]))
+    # the position and count checks on renders, where the answer is known: how far the measure itself can be
+    # trusted (with the renderer's mask, and with the estimators' mask as on generated images)
+    for key, masks in (("render", d["mask"]), ("render_est", est["mask"] > 0.5)):
+        f = [prompt_followed(p, im, m) for p, im, m in zip(d["prompt"], d["rgb"], masks)]
+        res[f"{key}_position_match"] = float(np.mean([a for a, _ in f if a is not None]))
+        res[f"{key}_count_match"] = float(np.mean([c for _, c in f]))
     progress("VAE reconstructions")
     vae = b.pipe.vae
     recs = []
@@ -56,19 +116,30 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
     res["vae_psnr_db"] = float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
     res["vae_classifier_top1"] = float(np.mean(b.classifier(rec).argmax(1) == d["cls"]))
 
-    ps = PromptSet.read(b.prompts).select("test", n_prompts)
+    # fresh prompts: scenes no training run or prompt file used, with fixed diffusion seeds
+    from ..prompts import Prompt
+
+    seeds = np.random.default_rng(FRESH_PROMPT_SEED0).integers(0, 2**31 - 1, n_prompts)
+    ps = [Prompt(i, sample_scene(FRESH_PROMPT_SEED0 + i, world).prompt, int(seeds[i]), "eval")
+          for i in range(n_prompts)]
     settings = GenerationSettings(steps=15, guidance=7.5)
-    match, mask_ok = [], []
+    match, mask_ok, position, count = [], [], [], []
     for i in range(0, len(ps), batch):
         progress(f"generating test prompts {i}/{len(ps)}")
         runs = generate(b.pipe, list(ps[i:i + batch]), settings, record=False, decode=False)
         imgs = np.stack([r.final for r in runs])
         pred = b.classifier(imgs).argmax(1)
-        cover = (b.estimators.mask(imgs) > 0.5).mean(axis=(1, 2))
-        for r, c, cov in zip(runs, pred, cover):
+        masks = b.estimators.mask(imgs) > 0.5
+        for r, c, im, m in zip(runs, pred, imgs, masks):
             match.append(c == main_class_of(r.prompt.prompt))
-            mask_ok.append(0.01 <= cov <= 0.70)
+            mask_ok.append(0.01 <= m.mean() <= 0.70)
+            pos, cnt = prompt_followed(r.prompt.prompt, im, m)
+            count.append(cnt)
+            if pos is not None:
+                position.append(pos)
     res["gen_class_match"] = float(np.mean(match))
+    res["gen_position_match"] = float(np.mean(position)) if position else None  # no prompt named a place
+    res["gen_count_match"] = float(np.mean(count))
     res["gen_mask_ok"] = float(np.mean(mask_ok))
     progress("timing")
     times = []
@@ -77,5 +148,5 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
         generate(b.pipe, [p], settings, record=False, decode=False)
         times.append(time.perf_counter() - t)
     res["gen_seconds_per_image"] = float(statistics.median(times))
-    res["n_renders"], res["n_prompts"] = n_renders, len(ps)
+    res["n_renders"], res["n_prompts"], res["world"] = n_renders, len(ps), world
     return res

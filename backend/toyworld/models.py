@@ -8,7 +8,7 @@ from pathlib import Path
 from ..bundles.toyworld import IMAGE_SIZE
 from .scenes import vocabulary
 
-MAX_TOKENS = 32
+MAX_TOKENS = 48  # world 2 names every object with its place, and the view: up to 37 tokens
 
 VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,

@@ -32,6 +32,9 @@ SLOTS = ("left", "centre", "right")
 LIGHTS = ("left", "right", "front")
 CLASSES = [f"{c} {s}" for c in COLORS for s in SHAPES]  # the classifier's label set: colour x shape
 BACK_Z = 9.0
+WORLDS = (1, 2)
+WORLD = 1  # the world the shipped bundle was trained on (its TRAINING.json says "world")
+VIEWS = ("seen from above", "close up")  # the views world 2's grammar may name
 
 
 def class_index(color: str, shape: str) -> int:
@@ -71,6 +74,10 @@ class Scene:
     back_bottom: np.ndarray
     seed: int = 0
     prompt: str = field(default="")
+    back_z: float | None = BACK_Z  # the backdrop wall's plane z = back_z; None: no wall, sky at infinity
+    floor: str = "checker"  # "checker", "plain" or "none" (objects float in front of the wall)
+    view: str = ""  # the view the prompt names ("seen from above", "close up") or ""
+    world: int = 1
 
     @property
     def main(self) -> Obj:
@@ -84,8 +91,16 @@ class Scene:
 # --------------------------------------------------------------------------------------------------
 # sampling and grammar
 
-def sample_scene(seed: int) -> Scene:
-    """A random scene, deterministic from ``seed``."""
+def sample_scene(seed: int, world: int | None = None) -> Scene:
+    """A random scene of ``world`` (default: the shipped bundle's), deterministic from ``seed``."""
+    world = WORLD if world is None else world
+    if world not in WORLDS:
+        raise ValueError(f"no toyworld world {world} (worlds: {', '.join(map(str, WORLDS))})")
+    return _sample_v2(seed) if world == 2 else _sample_v1(seed)
+
+
+def _sample_v1(seed: int) -> Scene:
+    """World 1: a floor receding to a backdrop, seen from nearly the same camera."""
     rng = np.random.default_rng(seed)
     n = int(rng.choice([1, 2, 3], p=[0.34, 0.38, 0.28]))
     slots = list(rng.permutation(SLOTS)[:n])
@@ -120,10 +135,124 @@ def sample_scene(seed: int) -> Scene:
     return sc
 
 
+def _basis(cam: np.ndarray, look: np.ndarray):
+    fwd = look - cam
+    fwd = fwd / np.linalg.norm(fwd)
+    right = np.cross(np.array([0.0, 1.0, 0.0]), fwd)
+    right /= np.linalg.norm(right)
+    return fwd, right, np.cross(fwd, right)
+
+
+def _sample_v2(seed: int) -> Scene:
+    """World 2: the layout is not given away. The camera varies widely (pitch from nearly level to nearly
+    straight down, yaw, distance, field of view), objects stand at clearly different depths, the floor is
+    checkered, plain or absent, the backdrop wall is near, far or absent (sky). Positions in the prompt are
+    where the objects appear in the image (left, centre, right third of its width)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([1, 2, 3], p=[0.34, 0.38, 0.28]))
+    colors = list(rng.permutation(list(COLORS))[:n])
+    shapes = [SHAPES[i] for i in rng.integers(0, len(SHAPES), n)]
+    sizes = [("large" if rng.random() < 0.6 else "small") if n == 1 else ("large" if i == 0 else "small")
+             for i in range(n)]
+    for _attempt in range(50):  # a camera and a placement where at least the main object shows whole
+        view_kind = rng.choice(["level", "above", "close"], p=[0.4, 0.45, 0.15])
+        if view_kind == "above":
+            pitch = np.radians(rng.uniform(65, 89))
+            dist = rng.uniform(4.5, 9.0)
+        elif view_kind == "close":
+            pitch = np.radians(rng.uniform(5, 40))
+            dist = rng.uniform(3.0, 4.0)
+        else:
+            pitch = np.radians(rng.uniform(4, 50))
+            dist = rng.uniform(3.8, 10.0)
+        yaw = rng.uniform(-0.8, 0.8)
+        fov = float(rng.uniform(36, 70))
+        h = np.array([np.sin(yaw), 0.0, np.cos(yaw)])  # the camera's heading on the floor
+        rt = np.array([np.cos(yaw), 0.0, -np.sin(yaw)])
+        focus = np.array([rng.uniform(-1, 1), 0.45, rng.uniform(3.5, 5.5)])
+        cam = focus - dist * np.cos(pitch) * h + np.array([0.0, dist * np.sin(pitch), 0.0])
+        half_w = dist * np.tan(np.radians(fov) / 2)
+        slots = list(rng.permutation(SLOTS)[:n])
+        spread = max(1.0, 0.3 * dist)
+        objs: list[Obj] = []
+        boxes: list[tuple] = []
+        for i in range(n):
+            r = rng.uniform(0.72, 0.86) if sizes[i] == "large" else rng.uniform(0.42, 0.54)
+            hh = r * rng.uniform(1.7, 2.2) if shapes[i] in ("cylinder", "cone") else 2 * r
+            if shapes[i] == "cone":
+                hh = r * rng.uniform(2.0, 2.5)
+            angle = rng.uniform(0.2, 1.37) if shapes[i] == "cube" else 0.0
+            for _ in range(60):  # place it until it shows whole in its third of the image, clear of the others
+                lat = {"left": -1, "centre": 0, "right": 1}[slots[i]] * rng.uniform(0.45, 0.75) * half_w
+                dep = 0.0 if i == 0 else rng.choice([-1, 1]) * rng.uniform(0.6, 1.0) * spread
+                p = focus * np.array([1, 0, 1]) + (lat + rng.uniform(-0.1, 0.1) * half_w) * rt + (dep + rng.uniform(-0.3, 0.3)) * h
+                if (np.array([p[0], hh / 2, p[2]]) - cam) @ _basis(cam, focus)[0] < r + 1.0:
+                    continue  # in front of the camera, not at its feet
+                box = _box(cam, focus, fov, p, r, hh)
+                col = _project(cam, focus, fov, (p[0], hh / 2, p[2]), 64)[1]
+                third = SLOTS[min(2, max(0, col * 3 // 64))]
+                inside = box[0] >= 1 and box[1] >= 1 and box[2] <= 63 and box[3] <= 63
+                if third == slots[i] and inside and all(_overlap(box, b) < 0.2 for b in boxes):
+                    break
+            else:  # no place for it in this view: a later object is left out (the prompt names what is drawn)
+                if i == 0:
+                    break
+                continue
+            boxes.append(box)
+            objs.append(Obj(shapes[i], colors[i], sizes[i], slots[i], float(p[0]), float(p[2]), r, hh, angle))
+        if objs:
+            break
+    back_far = max(o.z for o in objs) + 1.0
+    floor = str(rng.choice(["checker", "plain", "none"], p=[0.4, 0.25, 0.35]))
+    back_z = None if (floor != "none" and rng.random() < 0.15) else float(back_far + rng.uniform(0.3, 5.0))
+    light = str(rng.choice(LIGHTS))
+    elev = rng.uniform(0.7, 1.1)
+    d = {"left": (-1.0, elev, -0.35), "right": (1.0, elev, -0.35), "front": (rng.uniform(-0.15, 0.15), elev, -1.0)}[light]
+    light_dir = np.array(d) / np.linalg.norm(d)
+    base = rng.uniform(0.4, 0.8, 3) * np.array([1.0, 0.95, 0.85])
+    base2 = base * rng.uniform(0.78, 0.9)
+    if back_z is None:  # sky: pale, bluish
+        top = np.array([0.62, 0.74, 0.88]) * rng.uniform(0.85, 1.05)
+        bottom = np.array([0.85, 0.86, 0.84]) * rng.uniform(0.85, 1.0)
+    else:
+        top = rng.uniform(0.5, 0.85, 3)
+        top = 0.7 * top + 0.3 * top.mean()
+        bottom = top * rng.uniform(0.75, 0.9)
+    named = ""
+    if view_kind == "above" and rng.random() < 0.6:
+        named = "seen from above"
+    elif view_kind == "close" and rng.random() < 0.6:
+        named = "close up"
+    sc = Scene(objs, light, light_dir, float(rng.uniform(0.22, 0.32)), cam, focus, fov, base, base2,
+               float(rng.uniform(0.35, 0.9)), top, bottom, seed, back_z=back_z, floor=floor, view=named, world=2)
+    sc.prompt = describe(sc)
+    return sc
+
+
+def _box(cam, look, fov, p, r, hh) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) pixel box (64 x 64) of an object's bounding box standing at floor point p."""
+    pts = [(p[0] + dx, y, p[2] + dz) for dx in (-r, r) for dz in (-r, r) for y in (0.0, hh)]
+    rc = np.array([_project(cam, look, fov, q, 64) for q in pts])
+    return int(rc[:, 0].min()), int(rc[:, 1].min()), int(rc[:, 0].max()), int(rc[:, 1].max())
+
+
+def _overlap(a, b) -> float:
+    """Intersection of two boxes as a share of the smaller one."""
+    h = min(a[2], b[2]) - max(a[0], b[0])
+    w = min(a[3], b[3]) - max(a[1], b[1])
+    if h <= 0 or w <= 0:
+        return 0.0
+    return h * w / max(1, min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])))
+
+
 def describe(sc: Scene) -> str:
     """What the renderer drew, as the grammar says it: the main (largest) object first."""
     objs = sc.objects
     where = {"left": "on the left", "centre": "in the centre", "right": "on the right"}
+    if sc.world == 2:  # every object with its place in the image; the view where one is named
+        parts = [f"a {o.label} {where[o.slot]}" for o in objs]
+        head = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        return f"{head}, {sc.view + ', ' if sc.view else ''}lit from the {sc.light}"
     if len(objs) == 1:
         head = f"a {objs[0].label} {where[objs[0].slot]}"
     elif len(objs) == 2:
@@ -135,7 +264,7 @@ def describe(sc: Scene) -> str:
 
 
 def vocabulary() -> list[str]:
-    words = set("a on the in left right centre of and lit from front".split())
+    words = set("a on the in left right centre of and lit from front".split()) | {w for v in VIEWS for w in v.split()}
     words |= set(COLORS) | set(SHAPES) | set(SIZES)
     return sorted(words)
 
@@ -258,27 +387,38 @@ def render(sc: Scene, size: int = 64, ss: int = 2) -> dict[str, np.ndarray]:
         best_n[closer] = nrm[closer]
         albedo[closer] = COLORS[obj.color]
         is_obj |= closer
-    # floor
+    # floor (checkered, plain, or none)
     with np.errstate(divide="ignore", invalid="ignore"):
         tf = np.where(d[:, 1] < -1e-9, -o[:, 1] / d[:, 1], np.inf)
+    if sc.floor == "none":
+        tf = np.full(n, np.inf)
     floor = tf < best_t
     pf = o + np.where(np.isfinite(tf), tf, 0)[:, None] * d
     checker = ((np.floor(pf[:, 0] / sc.tile) + np.floor(pf[:, 2] / sc.tile)) % 2).astype(bool)
+    if sc.floor == "plain":
+        checker[:] = True
     best_t = np.where(floor, tf, best_t)
     best_n[floor] = (0.0, 1.0, 0.0)
     albedo[floor] = np.where(checker[floor, None], sc.floor_rgb, sc.floor_rgb2)
     is_obj &= ~floor
-    # backdrop wall (everything else)
+    # backdrop wall at z = back_z (everything else); without one, sky at infinity (inverse depth 0, unshaded)
     with np.errstate(divide="ignore", invalid="ignore"):
-        tb = np.where(d[:, 2] > 1e-9, (BACK_Z - o[:, 2]) / d[:, 2], 1e3)
+        if sc.back_z is None:
+            tb = np.full(n, np.inf)
+        else:
+            tb = np.where(d[:, 2] > 1e-9, (sc.back_z - o[:, 2]) / d[:, 2], 1e3)
     wall = ~np.isfinite(best_t) | (tb < best_t)
+    sky = wall & ~np.isfinite(tb)
     best_t = np.where(wall, tb, best_t)
     best_n[wall] = (0.0, 0.0, -1.0)
-    yb = np.clip((o[:, 1] + tb * d[:, 1]) / 6.0, 0, 1)[:, None]
+    if sc.back_z is None:
+        yb = np.clip(d[:, 1] * 2.5, 0, 1)[:, None]  # sky: by the ray's elevation
+    else:
+        yb = np.clip((o[:, 1] + np.where(np.isfinite(tb), tb, 0) * d[:, 1]) / 6.0, 0, 1)[:, None]
     albedo[wall] = (sc.back_bottom * (1 - yb) + sc.back_top * yb)[wall]
     is_obj &= ~wall
     # shading: Lambert with a hard shadow and ambient light
-    p = o + best_t[:, None] * d
+    p = o + np.where(sky, 0.0, best_t)[:, None] * d
     lam = np.clip(best_n @ sc.light_dir, 0, None)
     po = p + best_n * 1e-3
     lit = np.ones(n, bool)
@@ -286,9 +426,9 @@ def render(sc: Scene, size: int = 64, ss: int = 2) -> dict[str, np.ndarray]:
     for obj in sc.objects:
         ts, _ = _hit(obj, po, ld, lo=1e-3)
         lit &= ~np.isfinite(ts)
-    shading = sc.ambient + (1 - sc.ambient) * lam * lit
+    shading = np.where(sky, 1.0, sc.ambient + (1 - sc.ambient) * lam * lit)
     rgb = albedo * shading[:, None]
-    depth = 1.0 / (best_t * (d @ fwd))
+    depth = np.where(sky, 0.0, 1.0 / np.where(sky, 1.0, best_t * (d @ fwd)))
 
     def down(a):
         a = a.reshape(size, ss, size, ss, *a.shape[2:])
@@ -303,21 +443,21 @@ def render(sc: Scene, size: int = 64, ss: int = 2) -> dict[str, np.ndarray]:
     }
 
 
-def render_seed(seed: int, size: int = 64, ss: int = 2) -> tuple[Scene, dict[str, np.ndarray]]:
-    sc = sample_scene(seed)
+def render_seed(seed: int, size: int = 64, ss: int = 2, world: int | None = None) -> tuple[Scene, dict[str, np.ndarray]]:
+    sc = sample_scene(seed, world)
     return sc, render(sc, size, ss)
 
 
 def project(sc: Scene, point, size: int = 64) -> tuple[int, int]:
     """(row, col) of the pixel that sees world ``point`` (inverse of the camera rays)."""
-    fwd = sc.look_at - sc.cam_pos
-    fwd = fwd / np.linalg.norm(fwd)
-    right = np.cross(np.array([0.0, 1.0, 0.0]), fwd)
-    right /= np.linalg.norm(right)
-    up = np.cross(fwd, right)
-    v = np.asarray(point, float) - sc.cam_pos
+    return _project(sc.cam_pos, sc.look_at, sc.fov_deg, point, size)
+
+
+def _project(cam, look, fov_deg, point, size: int) -> tuple[int, int]:
+    fwd, right, up = _basis(np.asarray(cam, float), np.asarray(look, float))
+    v = np.asarray(point, float) - cam
     z = v @ fwd
-    half = np.tan(np.radians(sc.fov_deg) / 2)
+    half = np.tan(np.radians(fov_deg) / 2)
     u, w = (v @ right) / z / half, (v @ up) / z / half
     col = int(np.floor((u + 1) / 2 * size))
     row = int(np.floor((1 - w) / 2 * size))

@@ -26,7 +26,7 @@ from ..bundles import toyworld_dir
 from ..errors import UserError
 from . import DEFAULT_STEPS, STAGES
 from .models import SCHEDULER_CONFIG, MAX_TOKENS, make_text_encoder, make_tokenizer, make_unet, make_vae
-from .scenes import CLASSES, render_seed
+from .scenes import CLASSES, WORLD, WORLDS, render_seed
 
 TRAIN_SEED0 = 0  # training scenes: seeds 0 .. n-1
 PROMPT_SEED0 = 10_000_000  # the shipped prompt file's scenes
@@ -46,19 +46,19 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # data
 
-def _render_one(seed: int):
-    sc, r = render_seed(seed)
+def _render_one(seed: int, world: int | None = None):
+    sc, r = render_seed(seed, world=world)
     return ((r["rgb"] * 255).round().astype(np.uint8), r["depth"].astype(np.float16), r["mask"],
             r["shading"].astype(np.float16), sc.main_class, sc.prompt)
 
 
-def render_many(seeds, procs: int = 2) -> dict[str, np.ndarray]:
+def render_many(seeds, procs: int = 2, world: int | None = None) -> dict[str, np.ndarray]:
     seeds = list(seeds)
     if procs > 1:
         with Pool(procs) as pool:
-            out = pool.map(_render_one, seeds, chunksize=64)
+            out = pool.starmap(_render_one, [(s, world) for s in seeds], chunksize=64)
     else:
-        out = [_render_one(s) for s in seeds]
+        out = [_render_one(s, world) for s in seeds]
     return {"rgb": np.stack([o[0] for o in out]), "depth": np.stack([o[1] for o in out]),
             "mask": np.stack([o[2] for o in out]), "shading": np.stack([o[3] for o in out]),
             "cls": np.array([o[4] for o in out], np.int16), "prompt": np.array([o[5] for o in out]),
@@ -71,13 +71,14 @@ def atomic_save_npz(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def dataset(workdir: Path, n: int, procs: int = 2) -> dict[str, np.ndarray]:
-    """The training renders, rendered once and kept in ``workdir/data/train-<n>.npz``."""
-    f = workdir / "data" / f"train-{n}.npz"
+def dataset(workdir: Path, n: int, procs: int = 2, world: int = WORLD) -> dict[str, np.ndarray]:
+    """The training renders, rendered once and kept in ``workdir/data/train-<n>.npz`` (world 1) or
+    ``train-w<world>-<n>.npz``."""
+    f = workdir / "data" / (f"train-{n}.npz" if world == 1 else f"train-w{world}-{n}.npz")
     if not f.exists():
         f.parent.mkdir(parents=True, exist_ok=True)
         t = time.time()
-        d = render_many(range(TRAIN_SEED0, TRAIN_SEED0 + n), procs)
+        d = render_many(range(TRAIN_SEED0, TRAIN_SEED0 + n), procs, world)
         atomic_save_npz(f, **d)
         log(f"rendered {n} training scenes in {time.time() - t:.0f} s -> {f}")
     with np.load(f) as z:
@@ -431,6 +432,7 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     st = Stage(workdir, "unet", {"unet": unet, "text": te, "ema_unet": ema_u, "ema_text": ema_t}, opt,
                extra={"scale": scale})
+    scale = st.extra["scale"]  # a run started from a bundle keeps the bundle's latent scaling
     sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
     ac = sched.alphas_cumprod
     snr = (ac / (1 - ac)).to(device)
@@ -469,7 +471,7 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
 # --------------------------------------------------------------------------------------------------
 # export
 
-def export_bundle(workdir: Path, out: Path | None = None) -> Path:
+def export_bundle(workdir: Path, out: Path | None = None, world: int = WORLD) -> Path:
     """Write the bundle folder from the stages' checkpoints (EMA weights, fp16 where it costs nothing)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
@@ -492,20 +494,92 @@ def export_bundle(workdir: Path, out: Path | None = None) -> Path:
     tw.save_net(est, out / "estimators.safetensors", "estimators", CLASSES)
     cls, _ = load_stage_module(workdir, "classifier", "net", tw.ClassifierNet(len(CLASSES)))
     tw.save_net(cls, out / "classifier.safetensors", "classifier", CLASSES)
-    write_prompt_file(out / "prompts.csv")
+    write_prompt_file(out / "prompts.csv", world=world)
     (out / "TRAINING.json").write_text(json.dumps({
-        "unet_steps": s["step"], "decoder_steps": decoder_steps, "vae_scaling_factor": s["extra"]["scale"],
+        "world": world, "unet_steps": s["step"], "init": s["extra"].get("init"), "decoder_steps": decoder_steps, "vae_scaling_factor": s["extra"]["scale"],
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }, indent=1))
     log(f"exported bundle to {out} (UNet at step {s['step']})")
     return out
 
 
+def _world_of(workdir: Path, world: int | None) -> int:
+    """The workdir's world (``world.json``), written on first use; asking for another one stops with one line."""
+    f = workdir / "world.json"
+    have = json.loads(f.read_text())["world"] if f.exists() else None
+    if world is not None and world not in WORLDS:
+        raise UserError(f"--world {world}: no such toyworld world (worlds: {', '.join(map(str, WORLDS))})")
+    if have is not None and world is not None and have != world:
+        raise UserError(f"{f}: this workdir trains world {have}, not {world}; choose another --workdir")
+    world = have or world or WORLD
+    if have is None:
+        f.write_text(json.dumps({"world": world}))
+    return world
+
+
+def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
+    """Start every stage that has no checkpoint yet from a bundle's weights (fine-tuning it into this workdir's
+    world): each such stage gets a step-0 checkpoint without optimiser state. The text encoder's rows are
+    carried over by token (new grammar words start at the mean embedding) and its position table is extended
+    when this tokenizer allows longer prompts. Returns the stages seeded."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    bundle_dir = Path(bundle_dir)
+    pipe_dir = bundle_dir / "pipeline"
+    if not (pipe_dir / "model_index.json").exists():
+        raise UserError(f"{bundle_dir}: not a toyworld bundle (no pipeline/model_index.json)")
+    seeded = []
+
+    def put(stage, modules, extra=None):
+        f = workdir / stage / "ckpt.pt"
+        if f.exists():
+            return
+        f.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"modules": modules, "opt": None, "step": 0, "extra": {"init": str(bundle_dir), **(extra or {})},
+                    "torch_rng": torch.get_rng_state()}, f.with_name("ckpt.pt.tmp"))
+        os.replace(f.with_name("ckpt.pt.tmp"), f)
+        seeded.append(stage)
+
+    vae = AutoencoderKL.from_pretrained(pipe_dir / "vae").float()
+    put("vae", {"vae": vae.state_dict()})
+    put("decoder", {"decoder": _decoder_part(vae).state_dict()})
+    for stage, f in (("estimators", "estimators.safetensors"), ("classifier", "classifier.safetensors")):
+        put(stage, {"net": load_file(bundle_dir / f)})
+    unet = UNet2DConditionModel.from_pretrained(pipe_dir / "unet").float().state_dict()
+    old_te = CLIPTextModel.from_pretrained(pipe_dir / "text_encoder").float().state_dict()
+    old_tok = CLIPTokenizer.from_pretrained(pipe_dir / "tokenizer").get_vocab()
+    tok = make_tokenizer(workdir / "tokenizer")
+    te = make_text_encoder(tok).state_dict()
+    for k, v in old_te.items():
+        if "token_embedding" in k:
+            new = v.mean(0, keepdim=True).repeat(len(tok), 1)
+            for t, i in tok.get_vocab().items():
+                if t in old_tok:
+                    new[i] = v[old_tok[t]]
+            te[k] = new
+        elif "position_embedding.weight" in k:
+            te[k][: len(v)] = v
+            te[k][len(v):] = v[-1]
+        elif "position_ids" not in k:
+            te[k] = v
+    scale = float(json.loads((pipe_dir / "vae" / "config.json").read_text())["scaling_factor"])
+    put("unet", {"unet": unet, "text": te, "ema_unet": unet, "ema_text": te}, {"scale": scale})
+    return seeded
+
+
 def run(workdir: Path | None = None, stages=None, steps: dict | None = None, minutes: float | None = None,
-        n_train: int = 20000, procs: int = 2, out: Path | None = None, device: str = "cpu") -> dict:
-    """Run the given stages in order (default: all), each resuming from its checkpoint."""
+        n_train: int = 20000, procs: int = 2, out: Path | None = None, device: str = "cpu",
+        world: int | None = None, init_from: Path | None = None) -> dict:
+    """Run the given stages in order (default: all), each resuming from its checkpoint; ``init_from`` (a bundle
+    folder) starts the stages that have no checkpoint yet from its weights."""
     workdir = Path(workdir or default_workdir())
     workdir.mkdir(parents=True, exist_ok=True)
+    world = _world_of(workdir, world)
+    if init_from is not None:
+        seeded = seed_from_bundle(workdir, init_from)
+        log(f"started {', '.join(seeded) or 'no stage'} from the bundle {init_from}")
     stages = list(stages or STAGES)
     steps = {**DEFAULT_STEPS, **(steps or {})}
     train = {"vae": train_vae, "estimators": train_estimators, "classifier": train_classifier, "unet": train_unet,
@@ -515,18 +589,18 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
     left = lambda: None if deadline is None else max(0.0, (deadline - time.time()) / 60)
     done = {}
     data = None
-    log(f"toyworld training in {workdir}: stages {', '.join(stages)}; torch {torch.__version__}, "
+    log(f"toyworld training (world {world}) in {workdir}: stages {', '.join(stages)}; torch {torch.__version__}, "
         f"{device if device != 'cpu' else f'cpu, {torch.get_num_threads()} threads'}")
     with _sigterm_interrupts():
         for stage in stages:
             t = time.time()
             if stage in ("data", *train) and data is None:
-                data = dataset(workdir, n_train, procs)
+                data = dataset(workdir, n_train, procs, world)
             if stage in train:
                 done[stage], _ = train[stage](workdir, data, steps[stage], left(), device=device)
             else:
                 if stage == "export":
-                    export_bundle(workdir, out)
+                    export_bundle(workdir, out, world)
                 done[stage] = True
             log(f"{stage}: {'done' if done[stage] else 'paused (time budget); rerun to resume'} "
                 f"in {time.time() - t:.0f} s")
@@ -537,7 +611,7 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
     return done
 
 
-def write_prompt_file(path: Path, n: int = 800) -> Path:
+def write_prompt_file(path: Path, n: int = 800, world: int = WORLD) -> Path:
     """The bundle's prompt file: anchors' columns plus ``split`` (60% train, 15% val, 25% test, interleaved).
 
     Prompts describe scenes with seeds PROMPT_SEED0 + i (none of them a training scene); the diffusion seeds
@@ -556,7 +630,7 @@ def write_prompt_file(path: Path, n: int = 800) -> Path:
     for i in range(n):
         k = i % 20
         split = "train" if k < 12 else "val" if k < 15 else "test"
-        w.writerow([sample_scene(PROMPT_SEED0 + i).prompt, int(seeds[i]), i, split])
+        w.writerow([sample_scene(PROMPT_SEED0 + i, world).prompt, int(seeds[i]), i, split])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
