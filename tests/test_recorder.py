@@ -180,3 +180,27 @@ def test_layers_in_forward_order_and_sizes_checked(tiny_model):
     # a size the VAE cannot make is one line (this UNet's VAE downsamples by 2), not a diffusers traceback
     with pytest.raises(UserError, match=r"^--height 63: must be a positive multiple of 2"):
         generate(pipe, [PROMPTS[0]], GenerationSettings(steps=2, height=63))
+
+
+def test_layers_and_signature_from_the_folder_alone(tiny_model):
+    """The explorer opens stored runs before the pipeline is loaded: the layers read from the UNet's config and the
+    signature read from the folder's files are what the loaded pipeline gives (SD v1.x and 2.x shapes too)."""
+    from diffusers import UNet2DConditionModel
+
+    from ldm_explore.backend.bundles import fixture as F
+    from ldm_explore.backend.pipeline.layers import layers_from_config
+    from ldm_explore.backend.pipeline.loading import load_pipeline, pipeline_spec
+    from ldm_explore.backend.pipeline.runner import pipe_signature
+
+    folder = tiny_model
+    for sched in (None, "lms", "euler"):
+        spec = pipeline_spec(folder, device="cpu", scheduler=sched)
+        p = load_pipeline(folder, device="cpu", scheduler=sched)
+        assert spec["signature"] == pipe_signature(p) and spec["model_id"] == p.model_id
+        assert layers_from_config(spec["unet_config"]) == self_attention_layers(p.unet)
+    for fam in ("sd14", "sd21"):
+        cfg = {**F.FAMILIES[fam]["unet"], **F.SMALL["unet"]}
+        u = UNet2DConditionModel(**cfg)
+        assert layers_from_config(dict(u.config)) == self_attention_layers(u)
+        full = layers_from_config({**u.config, **F.FAMILIES[fam]["unet"]})  # the real size: Table 1's 16 layers
+        assert len(full) == 16 and full[-1].short == "Decoder 4, layer 3" and full[6].short == "Bottleneck, layer 1"

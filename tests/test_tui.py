@@ -188,8 +188,35 @@ def test_cancel_on_prompt_switch_and_cache_hit(tmp_path):
             assert got == [] and time.time() - t0 < 5
             table = app.query_one(PromptTable)
             assert table.get_cell(str(second.index), "cached") == "✓"
+        return second
 
-    asyncio.run(go())
+    second = asyncio.run(go())
+
+    # a later session on the same store opens the stored run before its pipeline is loaded; a new one waits
+    import threading
+
+    gate = threading.Event()
+
+    class SlowPipeline(ExplorerSession):
+        def load_pipeline(self):
+            gate.wait(60)
+            super().load_pipeline()
+
+    async def later():
+        app = SpyApp(SlowPipeline(cache=str(tmp_path / "store")), renderer="halfcell")
+        async with app.run_test(size=(110, 32)) as pilot:
+            await wait_for(pilot, lambda: app.session.opened)
+            assert not app.session.ready and app.session.is_cached(second)
+            app.main.start_run(second)
+            await wait_for(pilot, lambda: app.main.analysis is not None)
+            assert app.main.analysis.prompt.index == second.index and app.session.bundle is None
+            assert app.main.analysis.probes is not None and app.main.analysis.layers  # probes came with the parts
+            app.main.start_run(app.session.prompts[5])  # not stored: waits for the pipeline
+            assert app.main.queued == app.session.prompts[5]
+            gate.set()
+            await wait_for(pilot, lambda: app.main.analysis.prompt.index == app.session.prompts[5].index)
+
+    asyncio.run(later())
 
 
 def test_custom_prompt_names_unknown_words(tmp_path):
@@ -368,9 +395,9 @@ def test_enter_while_loading_queues_the_run_and_random_keys_never_break_the_app(
         """Loads the real models, but only once the test has pressed its keys (in a warm process the load
         would otherwise finish before the first key)."""
 
-        def load(self):
+        def open_parts(self):
             gate.wait(60)
-            super().load()
+            super().open_parts()
 
     async def go():
         app = SpyApp(SlowSession(cache=str(tmp_path / "store")), renderer="halfcell", export_dir=tmp_path / "export")

@@ -8,6 +8,11 @@ from textual.message import Message
 
 
 @dataclass
+class PartsOpened(Message):
+    """Stored runs can be opened (the store, estimators, classifier and probes are loaded); the pipeline is next."""
+
+
+@dataclass
 class Loaded(Message):
     """The session's models are loaded (or failed to load: ``error``)."""
 

@@ -47,6 +47,42 @@ class Classifier(Protocol):
 
 
 @dataclass(frozen=True)
+class BundleParts:
+    """A bundle without its pipeline: what opening a stored run needs (estimators, classifier, probes, layers, and
+    the run keys' ``model_id`` and ``signature``, read from the pipeline folder's files). Fast: no diffusers
+    import, no UNet. :meth:`complete` loads the pipeline and returns the :class:`Bundle`."""
+
+    name: str
+    estimators: Estimators
+    classifier: Classifier
+    prompts: Path
+    layer_info: tuple  # LayerInfo of every self-attention layer, from the UNet's config
+    folder: Path
+    model_id: str
+    signature: dict  # what pipe_signature() gives the loaded pipeline (a test holds them equal)
+    pipeline: dict  # load_pipeline's arguments: model, device, dtype, scheduler
+    probes: Path | None = None
+    left_out: tuple[str, ...] = ()
+    test_prompts: Path | None = None
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(i.path for i in self.layer_info)
+
+    @property
+    def properties(self) -> tuple[str, ...]:
+        return self.estimators.properties
+
+    def complete(self) -> "Bundle":
+        """Load the pipeline (seconds: diffusers' import, the weights) and return the whole bundle."""
+        from ..pipeline.loading import load_pipeline
+
+        pipe = load_pipeline(**self.pipeline)
+        return Bundle(self.name, pipe, self.estimators, self.classifier, self.prompts, self.layers, self.folder,
+                      self.probes, self.left_out, self.test_prompts)
+
+
+@dataclass(frozen=True)
 class Bundle:
     """Everything one experiment needs, built complete by :func:`ldm_explore.backend.bundles.load_bundle`."""
 

@@ -25,7 +25,8 @@ class ExplorerSession:
         self.bundle_name, self.model_path, self.prompts_path = bundle, model, prompts
         self.probes_path = probes
         self.cache, self.device, self.steps, self.guidance = cache, device, steps, guidance
-        self.bundle = None
+        self.parts = None  # the bundle without its pipeline: stored runs open with it
+        self.bundle = None  # the whole bundle: new runs need its pipeline
         self.probes = None
         self.store = None
         self.prompts: PromptSet | None = None
@@ -45,20 +46,29 @@ class ExplorerSession:
         return self.prompts
 
     def load(self) -> None:
+        self.open_parts()
+        self.load_pipeline()
+
+    def open_parts(self) -> None:
+        """The run store, estimators, classifier, probes and layers, and the run keys (from the pipeline folder's
+        files): stored runs can be opened from here on (seconds before the pipeline is loaded)."""
         from ldm_explore.cache.store import RunStore
 
-        from ..bundles import load_bundle
+        from ..bundles import open_bundle
         from ..pipeline.generate import GenerationSettings
-        from ..pipeline.layers import self_attention_layers
 
         self.store = RunStore(self.cache, on_corrupt=self.warnings.append)
         # a toyworld-shaped pipeline of the user's (--model) is judged by the bundle's models
-        b = load_bundle(self.bundle_name, device=self.device, model=self.model_path)
-        self.bundle = b
-        self.warnings += list(b.left_out)
+        parts = open_bundle(self.bundle_name, device=self.device, model=self.model_path)
+        self.warnings += list(parts.left_out)
+        self.layer_names = {i.path: i.short for i in parts.layer_info}
+        self.parts = parts
         self._find_probes()
-        self.settings = GenerationSettings(steps=self.steps, guidance=self.guidance, layers=b.layers)
-        self.layer_names = {i.path: i.short for i in self_attention_layers(b.pipe.unet)}
+        self.settings = GenerationSettings(steps=self.steps, guidance=self.guidance, layers=parts.layers)
+
+    def load_pipeline(self) -> None:
+        """The pipeline (diffusers' import and the weights: most of the loading time): new runs from here on."""
+        self.bundle = self.parts.complete()
 
     def _find_probes(self) -> None:
         """--probes; else what an experiment published for this pipeline at these steps; else the bundle's
@@ -68,9 +78,10 @@ class ExplorerSession:
         from ..pipeline.runner import probes_file, summary_file
         from ..probing.ridge import Probes
 
-        b = self.bundle
+        b = self.bundle or self.parts
         self.probes, self.report = None, None
-        published = probes_file(self.store, b.pipe, self.steps)
+        published = probes_file(self.store, self.bundle.pipe if self.bundle else None, self.steps,
+                                self.parts.model_id, self.parts.signature)
         path = self.probes_path or (published if published.exists() else b.probes)
         if path is not None:
             self.probes = Probes.load(path)
@@ -86,9 +97,14 @@ class ExplorerSession:
 
     # --- settings --------------------------------------------------------------------------------
     @property
-    def ready(self) -> bool:
-        """Loaded: bundle, probes and settings are all there (the bundle is set first, during load)."""
+    def opened(self) -> bool:
+        """Stored runs can be opened: store, estimators, classifier, probes and settings are there."""
         return self.settings is not None
+
+    @property
+    def ready(self) -> bool:
+        """New runs can be made: the pipeline is loaded too."""
+        return self.bundle is not None and self.settings is not None
 
     @staticmethod
     def schedulers() -> list[str]:
@@ -104,7 +120,8 @@ class ExplorerSession:
     def scheduler_name(self) -> str:
         from ..pipeline.loading import SCHEDULERS
 
-        cls = type(self.bundle.pipe.scheduler).__name__ if self.bundle is not None else ""
+        cls = type(self.bundle.pipe.scheduler).__name__ if self.bundle is not None else \
+            self.parts.signature["scheduler"] if self.parts is not None else ""
         return next((k for k, v in SCHEDULERS.items() if v == cls), cls)
 
     def configure(self, steps: int | None = None, guidance: float | None = None, scheduler: str | None = None) -> None:
@@ -131,13 +148,17 @@ class ExplorerSession:
 
     # --- runs ------------------------------------------------------------------------------------
     def key(self, p: Prompt):
+        from ldm_explore.cache.store import RunKey
+
         from ..pipeline.runner import run_key
 
-        return run_key(self.bundle.pipe, p, self.settings)
+        if self.bundle is not None:  # the pipeline's own signature (its scheduler may have been switched)
+            return run_key(self.bundle.pipe, p, self.settings)
+        return RunKey(self.parts.model_id, p.index, p.seed, self.settings.key(self.parts.signature))
 
     def is_cached(self, p: Prompt) -> bool:
-        # the store is opened before the bundle is loaded: until then nothing counts as cached
-        return self.store is not None and self.ready and self.store.has(self.key(p))
+        # until the parts are open nothing counts as cached
+        return self.store is not None and self.opened and self.store.has(self.key(p))
 
     def unknown_words(self, text: str) -> list[str]:
         from ..bundles.toyworld import unknown_words
@@ -150,7 +171,7 @@ class ExplorerSession:
         from .analysis import analyse
 
         e = self.store.get(self.key(p))
-        return None if e is None else analyse(self.bundle, RunResult.from_entry(e), self.probes)
+        return None if e is None else analyse(self.bundle or self.parts, RunResult.from_entry(e), self.probes)
 
     def run(self, p: Prompt, on_step: Callable[[int, int, np.ndarray], None] | None = None,
             cancelled: Callable[[], bool] = lambda: False):
@@ -158,6 +179,8 @@ class ExplorerSession:
         from ..pipeline.generate import decode_latents, generate
         from .analysis import analyse
 
+        if self.bundle is None:
+            raise UserError("the pipeline is still loading: new runs start once it is loaded")
         pipe = self.bundle.pipe
 
         def live(i, xt, x0):

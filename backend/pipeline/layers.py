@@ -57,6 +57,52 @@ def self_attention_layers(unet, height: int | None = None, width: int | None = N
     return out
 
 
+def layers_from_config(config: dict, height: int | None = None, width: int | None = None) -> list[LayerInfo]:
+    """:func:`self_attention_layers` from a UNet2DConditionModel's ``config.json`` alone, without diffusers or the
+    weights (the explorer opens stored runs before the pipeline is loaded). Follows diffusers' construction:
+    cross-attention down blocks hold ``layers_per_block`` attentions, up blocks one more, the mid block one;
+    every down block but the last downsamples, every up block but the last upsamples; an attention's width is
+    its block's channels (up blocks: the channels reversed)."""
+    h = height or config["sample_size"]
+    w = width or config["sample_size"]
+    if isinstance(h, (tuple, list)):
+        h, w = h
+    ch = list(config["block_out_channels"])
+    n_blocks = len(ch)
+
+    def per_block(key, default):
+        v = config.get(key, default)
+        return list(v) if isinstance(v, (list, tuple)) else [v] * n_blocks
+
+    lpb = per_block("layers_per_block", 2)
+    tlpb = per_block("transformer_layers_per_block", 1)
+    out: list[LayerInfo] = []
+
+    def add(prefix, n_attn, n_tb, label, hh, ww, c):
+        for li in range(n_attn):
+            for ti in range(n_tb):
+                tlabel = f", block {ti + 1}" if n_tb > 1 else ""
+                out.append(LayerInfo(f"{prefix}.attentions.{li}.transformer_blocks.{ti}.attn1.to_out.0",
+                                     f"{label}, layer {li + 1}{tlabel}", hh, ww, c))
+
+    for i, kind in enumerate(config["down_block_types"]):
+        if kind.startswith("CrossAttn"):
+            add(f"down_blocks.{i}", lpb[i], tlpb[i], f"Encoder {i + 1}", h, w, ch[i])
+        if i < n_blocks - 1:
+            h, w = (h + 1) // 2, (w + 1) // 2
+    mid = config.get("mid_block_type", "UNetMidBlock2DCrossAttn")
+    if mid is not None and "CrossAttn" in mid:
+        add("mid_block", 1, tlpb[-1], "Bottleneck", h, w, ch[-1])
+    rch, rlpb = ch[::-1], lpb[::-1]
+    rtl = list(config.get("reverse_transformer_layers_per_block") or tlpb[::-1])
+    for i, kind in enumerate(config["up_block_types"]):
+        if kind.startswith("CrossAttn"):
+            add(f"up_blocks.{i}", rlpb[i] + 1, rtl[i], f"Decoder {i + 1}", h, w, rch[i])
+        if i < n_blocks - 1:
+            h, w = h * 2, w * 2
+    return out
+
+
 def short_name(unet, path: str) -> str:
     for info in self_attention_layers(unet):
         if info.path == path:

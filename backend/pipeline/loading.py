@@ -64,6 +64,39 @@ def fetch_hint(model: str) -> str:
     return f"fetch it with `hf download {model}` (or pass a local folder with --model PATH)"
 
 
+def pipeline_spec(model: str | os.PathLike, device: str | None = None, dtype: str | None = None,
+                  scheduler: str | None = None) -> dict:
+    """What :func:`load_pipeline` would load, from the folder's files alone (no diffusers, no weights read):
+    ``model_id``, ``folder``, the ``signature`` :func:`.runner.pipe_signature` will give the loaded pipeline, and
+    the UNet's ``unet_config``. The explorer keys and opens stored runs with it while the pipeline loads."""
+    import json
+
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ModelNotFoundError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
+        folder, model_id = path.resolve(), str(path.resolve())
+    else:
+        if str(model).startswith((".", "/", "~")) or str(model).count("/") != 1:
+            raise ModelNotFoundError(f"model '{model}': no such folder, and not a hub id of the form owner/name")
+        folder, model_id = _cached_snapshot(str(model)), str(model)
+        if folder is None:
+            raise ModelNotFoundError(f"model '{model}' is not in the local Hugging Face cache; {fetch_hint(str(model))}")
+    if scheduler and scheduler not in SCHEDULERS:
+        raise UserError(f"--scheduler {scheduler}: choose one of {', '.join(SCHEDULERS)}")
+    try:
+        sched = SCHEDULERS[scheduler] if scheduler else \
+            json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
+        unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelNotFoundError(f"{folder}: cannot read the pipeline's configuration: {str(e).splitlines()[0]}") from None
+    sig = {"revision": model_revision(folder), "dtype": str(dt).removeprefix("torch."), "device": dev.type,
+           "scheduler": sched}
+    return {"model_id": model_id, "folder": folder, "signature": sig, "unet_config": unet_config}
+
+
 def load_pipeline(model: str | os.PathLike, device: str | None = None, dtype: str | None = None,
                   scheduler: str | None = None):
     """Load a pipeline folder or hub id, offline-first: nothing is downloaded here."""

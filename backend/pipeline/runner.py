@@ -26,11 +26,13 @@ def pipe_signature(pipe) -> dict:
     return dict(sig)
 
 
-def probes_file(store: RunStore, pipe, steps: int) -> Path:
+def probes_file(store: RunStore, pipe, steps: int, model_id: str | None = None, signature: dict | None = None) -> Path:
     """Where an experiment publishes the probes it fitted for this pipeline (its weights' revision, its
-    scheduler) at ``steps`` denoising steps, and where the explorer finds them: beside the run store."""
-    sig = pipe_signature(pipe)
-    return (store.root / "probes" / f"{model_slug(pipe.model_id)}-{sig['revision']}" /
+    scheduler) at ``steps`` denoising steps, and where the explorer finds them: beside the run store.
+    Without the pipeline (``pipe`` None): its ``model_id`` and ``signature`` (:func:`.loading.pipeline_spec`)."""
+    sig = pipe_signature(pipe) if pipe is not None else signature
+    model_id = pipe.model_id if pipe is not None else model_id
+    return (store.root / "probes" / f"{model_slug(model_id)}-{sig['revision']}" /
             f"{sig['scheduler']}-{steps}steps.safetensors")
 
 

@@ -102,7 +102,12 @@ class CompareScreen(RunViewScreen):
         p = dataclasses.replace(self.a.prompt, seed=(self.a.prompt.seed + 1) % 2**32)
 
         def work():
-            a = session.open(p) or session.run(p)
+            try:
+                a = session.open(p) or session.run(p)
+            except Exception as e:  # e.g. the pipeline still loading: say so, and try again on the next key
+                self._seed_started = False
+                self.app.call_from_thread(self.notify, f"other seed: {e}", severity="warning")
+                return
             self.app.call_from_thread(self._seed_ready, a)
 
         self.run_worker(work, thread=True, group="compare-seed", exit_on_error=False)

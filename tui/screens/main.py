@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input
 
-from ..messages import Loaded, RunFailed, RunReady, StepPreview
+from ..messages import Loaded, PartsOpened, RunFailed, RunReady, StepPreview
 from ..widgets.prompt_table import PromptTable, SearchBox
 from ..widgets.step_view import StepView
 from .export import ExportScreen
@@ -85,10 +85,19 @@ class MainScreen(Screen):
     @work(thread=True, exclusive=True, group="load")
     def load_models(self) -> None:
         try:
-            self.session.load()
+            self.session.open_parts()
+            self.post_message(PartsOpened())
+            self.session.load_pipeline()
             self.post_message(Loaded())
         except Exception as e:
             self.post_message(Loaded(error=" ".join(str(e).split())))
+
+    def on_parts_opened(self, msg: PartsOpened) -> None:
+        self.app.sub_title = f"{self.session.bundle_name}: stored runs open; loading the pipeline…"
+        self.refresh_cached()
+        if self.queued is not None and self.session.is_cached(self.queued):
+            prompt, self.queued = self.queued, None
+            self.start_run(prompt)
 
     def on_loaded(self, msg: Loaded) -> None:
         if msg.error:
@@ -117,8 +126,8 @@ class MainScreen(Screen):
         self.start_run(self.session.prompts.by_index(int(event.row_key.value)))
 
     def start_run(self, prompt) -> None:
-        if not self.session.ready:
-            self.queued = prompt
+        if not self.session.ready and not (self.session.opened and self.session.is_cached(prompt)):
+            self.queued = prompt  # a stored run opens as soon as the store is; a new one waits for the pipeline
             self.query_one(StepView).queued(prompt)
             self.notify(f"#{prompt.index} runs as soon as the models are loaded")
             return
