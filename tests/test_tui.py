@@ -535,3 +535,49 @@ def test_side_by_side_views_layers_and_seeds(tmp_path):
             assert app.screen is app.main
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("renderer", ["sixel", "tgp"])
+def test_graphics_protocols_get_the_full_resolution_image_of_the_current_step(tmp_path, renderer, capfd):
+    """Where the terminal speaks Sixel or Kitty graphics, a tile is drawn from the run's own image at its full
+    resolution, scaled to the tile's pixels (not to half-cells), and stepping shows the new step's image (Sixel
+    draws through a child widget that must be handed the new image too)."""
+    import re
+
+    from textual.geometry import Region
+    from textual_image._terminal import get_cell_size
+
+    async def go():
+        app = SpyApp(ExplorerSession(cache=str(tmp_path / "store")), renderer=renderer)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await open_first_run(pilot, app)
+            v = app.query_one(StepView)
+            for _ in range(2):
+                await pilot.press("right")
+                await pilot.pause(0.2)
+                img = app.query_one("#t-image .tile-image")
+                want = v.analysis.images[v.view][v.step]
+                assert img.image.size == want.shape[1::-1]  # the run's own resolution
+                assert np.array_equal(np.asarray(img.image), want)
+                if renderer == "sixel":
+                    (impl,) = img.children
+                    assert impl.image is img.image
+                    w, h = impl.content_size
+                    data = "".join(seg.text for strip in impl.render_lines(Region(0, 0, w, h)) for seg in strip)
+                    cell = get_cell_size()
+                    raster = re.search(r'"1;1;(\d+);(\d+)', data)
+                    assert raster and int(raster[1]) == w * cell.width  # the tile's pixels, not its half-cells
+                    assert int(raster[1]) > 2 * want.shape[1] // 2
+                else:  # Kitty: the image is transmitted (PNG, in chunks) and placed with placeholder cells
+                    capfd.readouterr()
+                    cells = "".join(seg.text for seg in app.console.render(img.render()))
+                    sent = capfd.readouterr().out
+                    assert cells.count("\U0010eeee") == img.content_size.width * img.content_size.height
+                    chunks = re.findall(r"\x1b_G([^;]*);([^\x1b]*)\x1b\\", sent)
+                    import base64
+                    import io
+
+                    png = Image.open(io.BytesIO(base64.b64decode("".join(data for _, data in chunks))))
+                    assert png.size[0] >= want.shape[1]  # never fewer pixels than the run's image
+
+    asyncio.run(go())

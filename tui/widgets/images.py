@@ -20,6 +20,7 @@ def image_class(renderer: str):
 
     base = {"auto": tiw.Image, "halfcell": tiw.HalfcellImage, "sixel": tiw.SixelImage, "tgp": tiw.TGPImage,
             "unicode": tiw.UnicodeImage}[renderer]
+    sixel = issubclass(base, tiw.SixelImage)  # "auto" is Sixel where the terminal speaks it
 
     class StepImage(base, Renderable=base._Renderable):
         @property
@@ -34,6 +35,10 @@ def image_class(renderer: str):
                     self._renderable.cleanup()
                     self._renderable = None
                 self._image = value
+                if sixel:  # the Sixel widget draws through a child that holds its own reference to the image
+                    for child in self.children:
+                        child.image = value
+                        child.refresh()
                 self.refresh()
             else:
                 base.image.fset(self, value)
