@@ -11,7 +11,11 @@ the terminal's byte stream (the app's ``_display`` hook, which in a real termina
 Every frame is timestamped, so there is no polling granularity; Textual's own frame pacing (at most one
 screen update per 1/60 s) is part of the figure, as it is of what a user sees. Steps are timed both on a
 first visit (tiles built from the run's arrays) and on revisits (scrubbing back and forth).
-Halfcell renderer, 120x36 terminal. Targets: first frame <= 3 s, median step redraw <= 50 ms.
+"Stored run opens": a second, fresh process on the same run store (the first pass stored its run) presses
+Enter on that prompt as soon as the table is drawn; the clock stops when the run's step view is shown, and
+the pipeline's loading is timed in the same process (the run opens before it: no diffusers import needed).
+Halfcell renderer, 120x36 terminal. Targets: first frame <= 3 s, models loaded <= 8 s, median step redraw
+<= 50 ms.
 """
 
 import time
@@ -27,10 +31,40 @@ import tempfile  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def stored(cache: str) -> None:
+    """The second pass, in a fresh process: open the stored run of the first pass while the pipeline loads."""
+    import textual_image.widget  # noqa: F401
+
+    from ldm_explore.backend.explore.session import ExplorerSession
+    from ldm_explore.tui.app import ExplorerApp
+    from ldm_explore.tui.widgets import PromptTable
+
+    app = ExplorerApp(ExplorerSession(cache=cache), renderer="halfcell")
+
+    async def go():
+        async with app.run_test(size=(120, 36)) as pilot:
+            while app.query_one(PromptTable).row_count == 0:
+                await pilot.pause(0.005)
+            await pilot.press("enter")  # the first prompt: stored by the first pass
+            while app.main.analysis is None:
+                await pilot.pause(0.01)
+            shown, pipeline_then = time.perf_counter() - T_START, app.session.bundle is not None
+            while app.session.bundle is None:
+                await pilot.pause(0.05)
+            return shown, pipeline_then, time.perf_counter() - T_START
+
+    shown, pipeline_then, loaded = asyncio.run(go())
+    print(f"fresh launch, Enter at once on a stored run: shown after {shown:.2f} s "
+          f"({'after' if pipeline_then else 'before'} the pipeline was loaded, at {loaded:.1f} s)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--presses", type=int, default=40)
+    ap.add_argument("--stored", metavar="CACHE", help=argparse.SUPPRESS)  # the second pass (internal)
     a = ap.parse_args()
+    if a.stored:
+        return stored(a.stored)
     import textual_image.widget  # noqa: F401
     from textual import events
 
@@ -86,10 +120,15 @@ def main():
 
     first, loaded, fresh, again = asyncio.run(go())
     ms = lambda xs: f"median {statistics.median(xs) * 1000:.1f} ms, p90 {sorted(xs)[int(0.9 * len(xs))] * 1000:.1f} ms"
-    print(f"launch to first complete frame: {first:.2f} s (target <= 3 s); models loaded after {loaded:.1f} s")
+    print(f"launch to first complete frame: {first:.2f} s (target <= 3 s); models loaded after {loaded:.1f} s "
+          "(target <= 8 s)")
     print(f"step key -> redrawn step view, revisited steps: {ms(again)} over {len(again)} presses "
           f"(target <= 50 ms)")
     print(f"step key -> redrawn step view, first visit of a step: {ms(fresh)} over {len(fresh)} presses")
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, __file__, "--stored", cache], check=True)
 
 
 if __name__ == "__main__":

@@ -150,6 +150,8 @@ def test_train_every_stage_resume_and_export(tmp_path):
     assert torch.equal(sd["decoder.conv_out.weight"], dec_ck["decoder.conv_out.weight"])
     assert not torch.equal(sd["decoder.conv_out.weight"], vae_ck["decoder.conv_out.weight"])
     assert json.loads((out / "TRAINING.json").read_text())["decoder_steps"] == 2
+    r = cli("toyworld", "train", "--workdir", w, "--world", "2", "--stage", "export")
+    assert r.returncode == 2 and f"{w / 'world.json'}: this workdir trains world 1, not 2" in r.stderr, r.stderr
     r = cli("toyworld", "train", "--workdir", w, "--steps", "render=3")
     assert r.returncode == 2 and "--steps render=3: no stage 'render'" in r.stderr
     for bad, msg in ((["--procs", "0"], "--procs 0: must be at least 1"),

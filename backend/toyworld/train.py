@@ -526,6 +526,9 @@ def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
     from safetensors.torch import load_file
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from ..pipeline.loading import quiet_hf
+
+    quiet_hf()
     bundle_dir = Path(bundle_dir)
     pipe_dir = bundle_dir / "pipeline"
     if not (pipe_dir / "model_index.json").exists():
