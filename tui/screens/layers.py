@@ -79,6 +79,7 @@ class LayerStepScreen(Screen[tuple[str, int] | None]):
             "Enter: show that layer and step")
         t = self.query_one("#ls-grid", DataTable)
         t.clear(columns=True)
+        t.fixed_columns = 1  # the layer names stay when a narrow terminal scrolls to the later steps
         S = len(src["mean"][0])
         t.add_column("layer", key="layer")
         for s in range(S):
