@@ -189,6 +189,7 @@ def test_public_api_is_lazy_and_documented():
         ldm_explore.no_such_name  # noqa: B018
 
 
+@pytest.mark.slow
 def test_readme_python_block_runs(tmp_path, monkeypatch):
     """README's "Python" section runs as written (on toyworld, in a scratch folder)."""
     text = (ROOT / "README.md").read_text()

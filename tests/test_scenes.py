@@ -100,7 +100,7 @@ def test_world2_layout_is_not_given_away():
     from ldm_explore.backend.toyworld.scenes import SLOTS, VIEWS
 
     pitches, floors, skies, views = [], set(), 0, set()
-    for s in range(400):
+    for s in range(150):
         sc = sample_scene(s, world=2)
         assert sc.world == 2 and 1 <= len(sc.objects) <= 3
         for o in sc.objects:
@@ -115,7 +115,7 @@ def test_world2_layout_is_not_given_away():
         views.add(sc.view)
         assert set(sc.prompt.replace(",", "").split()) <= set(vocabulary())
     assert min(pitches) < 10 and max(pitches) > 80
-    assert floors == {"checker", "plain", "none"} and 20 < skies < 100 and views == {"", *VIEWS}
+    assert floors == {"checker", "plain", "none"} and 4 < skies < 40 and views == {"", *VIEWS}
     with pytest.raises(ValueError, match="no toyworld world 3"):
         sample_scene(0, world=3)
 

@@ -96,6 +96,7 @@ def test_sd14_parts_satisfy_the_bundle_protocols():
     assert typing.get_type_hints(Classifier)["classes"] == list[str]
 
 
+@pytest.mark.slow
 def test_tracer_loader_on_a_random_init_tracer(tmp_path, monkeypatch):
     """carvekit's TracerUniversalB7 with random weights saved where carvekit keeps its checkpoint: the loader
     must read that file (not download), and give a [0, 1] mask at each image's size."""

@@ -150,6 +150,7 @@ def test_killed_or_interrupted_writer_leaves_no_half_entry(pipe, tiny_model, tmp
     assert generate_into_store(pipe, prompts, settings, RunStore(cache)) == {"generated": 1, "cached": len(done)}
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_store(tiny_model, tmp_path):
     rows = ["prompts,seeds,prompt_inds"] + [f"prompt number {i},{i},{i}" for i in range(8)]
     pf = tmp_path / "p.csv"

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli
 from ldm_explore.backend.bundles import load_bundle
 from ldm_explore.backend.pipeline.generate import GenerationSettings, generate, to_uint8
 from ldm_explore.backend.pipeline.layers import self_attention_layers
@@ -125,19 +124,22 @@ def test_evaluate_command_on_a_small_sample(capsys):
 
 
 @pytest.mark.slow
-def test_train_every_stage_resume_and_export(tmp_path):
+def test_train_every_stage_resume_and_export(tmp_path, capsys):
     """``toyworld train`` end to end on a few scenes and steps: every stage logs and checkpoints, the export is
     a bundle the loader opens and generates with, and a second invocation resumes where the first stopped."""
     w, out = tmp_path / "work", tmp_path / "bundle"
-    r = cli("toyworld", "train", "--workdir", w, "--out", out, "--n-train", 64, "--procs", 1, "--device", "cpu",
-            "--steps", "vae=2", "--steps", "estimators=2", "--steps", "classifier=2", "--steps", "unet=2",
-            "--steps", "decoder=2", timeout=600)
-    assert r.returncode == 0, r.stderr
+    from ldm_explore.backend.cli import main
+
+    # in this process (the console script itself runs below, for the resume): every stage, then the export
+    assert main(["toyworld", "train", "--workdir", str(w), "--out", str(out), "--n-train", "24", "--procs", "1",
+                 "--device", "cpu", "--steps", "vae=2", "--steps", "estimators=2", "--steps", "classifier=2",
+                 "--steps", "unet=2", "--steps", "decoder=2"]) == 0
+    r = capsys.readouterr()
     for stage in ("vae", "estimators", "classifier", "unet", "decoder"):
         log = [json.loads(line) for line in (w / stage / "log.jsonl").read_text().splitlines()]
         assert log[-1]["step"] == 2 and all(np.isfinite(v) for k, v in log[-1].items() if k != "step")
         assert (w / stage / "ckpt.pt").exists()
-    assert "export" in r.stdout + r.stderr and "total" in r.stdout + r.stderr
+    assert "export" in r.out + r.err and "total" in r.out + r.err
     b = load_bundle("toyworld", device="cpu", bundle_dir=out)
     p = PromptSet.read(b.prompts).select("test", 1)[0]
     img = generate(b.pipe, [p], GenerationSettings(steps=3, guidance=7.5), record=False, decode=False)[0].final
@@ -150,20 +152,24 @@ def test_train_every_stage_resume_and_export(tmp_path):
     assert torch.equal(sd["decoder.conv_out.weight"], dec_ck["decoder.conv_out.weight"])
     assert not torch.equal(sd["decoder.conv_out.weight"], vae_ck["decoder.conv_out.weight"])
     assert json.loads((out / "TRAINING.json").read_text())["decoder_steps"] == 2
-    r = cli("toyworld", "train", "--workdir", w, "--world", "2", "--stage", "export")
-    assert r.returncode == 2 and f"{w / 'world.json'}: this workdir trains world 1, not 2" in r.stderr, r.stderr
-    r = cli("toyworld", "train", "--workdir", w, "--steps", "render=3")
-    assert r.returncode == 2 and "--steps render=3: no stage 'render'" in r.stderr
+    def run(*args):  # the command's main() in this process: the error paths need no fresh interpreter each
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err.strip()
+
+    code, err = run("toyworld", "train", "--workdir", w, "--world", "2", "--stage", "export")
+    assert code == 2 and f"{w / 'world.json'}: this workdir trains world 1, not 2" in err, err
+    code, err = run("toyworld", "train", "--workdir", w, "--steps", "render=3")
+    assert code == 2 and "--steps render=3: no stage 'render'" in err
     for bad, msg in ((["--procs", "0"], "--procs 0: must be at least 1"),
                      (["--n-train", "0"], "--n-train 0: must be at least 1"),
                      (["--minutes", "-1"], "--minutes -1: must be more than 0")):
-        r = cli("toyworld", "train", "--workdir", w, *bad)
-        assert r.returncode == 2 and r.stderr.strip() == f"ldm-explore: error: {msg}", r.stderr
+        code, err = run("toyworld", "train", "--workdir", w, *bad)
+        assert code == 2 and err == f"ldm-explore: error: {msg}", err
     # a stage whose input stage never ran: one line naming the missing checkpoint and the command to run
-    r = cli("toyworld", "train", "--workdir", tmp_path / "empty", "--n-train", 4, "--procs", 1, "--stage", "decoder")
-    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+    code, err = run("toyworld", "train", "--workdir", tmp_path / "empty", "--n-train", 4, "--procs", 1, "--stage", "decoder")
+    assert code == 2 and err.splitlines()[-1] == (
         f"ldm-explore: error: {tmp_path / 'empty' / 'vae' / 'ckpt.pt'}: no checkpoint of the vae stage: run "
-        f"`ldm-explore toyworld train --stage vae` (with the same --workdir) first"), r.stderr
+        f"`ldm-explore toyworld train --stage vae` (with the same --workdir) first"), err
     # counts below 1, in every command that takes one
     for args, msg in ((["toyworld", "evaluate", "--n-renders", "0"], "--n-renders 0"),
                       (["toyworld", "evaluate", "--n-prompts", "-1"], "--n-prompts -1"),
@@ -172,12 +178,12 @@ def test_train_every_stage_resume_and_export(tmp_path):
                       (["experiment", "run", "--bundle", "toyworld", "--batch-size", "0"], "--batch-size 0"),
                       (["generate", "--model", "toyworld", "--prompts", "x.csv", "--limit", "0"], "--limit 0"),
                       (["generate", "--model", "toyworld", "--prompts", "x.csv", "--steps", "0"], "--steps 0")):
-        r = cli(*args)
-        assert r.returncode == 2 and r.stderr.strip() == f"ldm-explore: error: {msg}: must be at least 1", r.stderr
+        code, err = run(*args)
+        assert code == 2 and err == f"ldm-explore: error: {msg}: must be at least 1", err
     # a second invocation resumes where the first stopped; run in the background, it is stopped with SIGTERM:
     # the stage writes its checkpoint on the way out and the command exits 130
     exe = Path(sys.executable).with_name("ldm-explore")
-    proc = subprocess.Popen([str(exe), "toyworld", "train", "--workdir", str(w), "--n-train", "64", "--procs", "1",
+    proc = subprocess.Popen([str(exe), "toyworld", "train", "--workdir", str(w), "--n-train", "24", "--procs", "1",
                              "--stage", "unet", "--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     ck = w / "unet" / "ckpt.pt"

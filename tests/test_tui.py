@@ -213,8 +213,9 @@ def test_cancel_on_prompt_switch_and_cache_hit(tmp_path):
             assert app.main.analysis.probes is not None and app.main.analysis.layers  # probes came with the parts
             app.main.start_run(app.session.prompts[5])  # not stored: waits for the pipeline
             assert app.main.queued == app.session.prompts[5]
-            gate.set()
-            await wait_for(pilot, lambda: app.main.analysis.prompt.index == app.session.prompts[5].index)
+            gate.set()  # the queued prompt starts once the pipeline is there
+            await wait_for(pilot, lambda: app.main.running_index == app.session.prompts[5].index)
+            assert app.session.ready and app.main.queued is None
 
     asyncio.run(later())
 
@@ -276,6 +277,7 @@ def test_snapshot_main_screen(snap_compare, tmp_path, size):
 
 @pytest.mark.skipif(shutil.which("tmux") is None,
                     reason="tmux is not installed (make test installs it when run as root on Debian/Ubuntu)")
+@pytest.mark.slow
 def test_smoke_in_a_real_tmux_terminal(tmp_path):
     exe = Path(sys.executable).with_name("ldm-explore")
     name = f"ldmx{os.getpid()}"
@@ -330,34 +332,30 @@ def test_a_property_without_its_model_is_shown_as_such(tmp_path):
     asyncio.run(go())
 
 
-def test_tiles_keep_their_aspect_ratio(tmp_path):
-    """A square image is shown square (about twice as many columns as rows) at any terminal size, centred in
-    its tile, never stretched to the tile's box."""
+def test_letterbox():
     from ldm_explore.tui.widgets.images import letterbox
 
     assert letterbox(40, 10, 1.0) == (20, 10)  # height-bound: 10 rows show 20 columns of a square
     assert letterbox(10, 40, 1.0) == (10, 5)  # width-bound
     assert letterbox(40, 10, 2.0) == (40, 10)
 
-    async def go():
-        app = make_app(tmp_path)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await open_first_run(pilot, app)
-            seen = []
-            for size in ((100, 30), (160, 48), (240, 67)):
-                await pilot.resize_terminal(*size)
-                await pilot.pause(0.3)
-                seen.append(app.query_one("#t-image .tile-image").size)
-                for wid in ("#t-image", "#t-mask-probe", "#f-depth"):
-                    tile = app.query_one(wid)
-                    img = tile.query_one(".tile-image")
-                    w, h = img.size
-                    assert abs(w - 2 * h) <= 1, (size, wid, w, h)  # square pixels on 1:2 cells
-                    assert w <= tile.size.width and h <= tile.size.height - 1
-                    assert w == tile.size.width or h == tile.size.height - 1  # as large as the tile allows
-            assert seen[0].height < seen[1].height < seen[2].height  # it grows with the terminal
 
-    asyncio.run(go())
+async def check_tiles_keep_their_aspect_ratio(pilot, app):
+    """A square image is shown square (about twice as many columns as rows) at any terminal size, centred in
+    its tile, never stretched to the tile's box, and grows with the terminal."""
+    seen = []
+    for size in ((100, 30), (160, 48), (240, 67)):
+        await pilot.resize_terminal(*size)
+        await pilot.pause(0.3)
+        seen.append(app.query_one("#t-image .tile-image").size)
+        for wid in ("#t-image", "#t-mask-probe", "#f-depth"):
+            tile = app.query_one(wid)
+            img = tile.query_one(".tile-image")
+            w, h = img.size
+            assert abs(w - 2 * h) <= 1, (size, wid, w, h)  # square pixels on 1:2 cells
+            assert w <= tile.size.width and h <= tile.size.height - 1
+            assert w == tile.size.width or h == tile.size.height - 1  # as large as the tile allows
+    assert seen[0].height < seen[1].height < seen[2].height
 
 
 def test_textual_image_internals_we_use():
@@ -375,6 +373,7 @@ def test_textual_image_internals_we_use():
     assert hasattr(tiw.HalfcellImage, "_Renderable")
 
 
+@pytest.mark.slow
 def test_enter_while_loading_queues_the_run_and_random_keys_never_break_the_app(tmp_path):
     """Enter before the models are loaded runs the prompt when they are; then a few hundred keys at random
     (every binding, during runs, with the help, export, settings, zoom, side-by-side and layer x step screens open, across resizes) leave no
@@ -429,7 +428,8 @@ def test_enter_while_loading_queues_the_run_and_random_keys_never_break_the_app(
 
 def test_zoom_and_layer_step_screens(tmp_path):
     """z shows one property's maps far larger than the main view's tiles; x shows the shipped experiment's
-    metric per layer and step, and Enter jumps the main view to the cell under the cursor."""
+    metric per layer and step, and Enter jumps the main view to the cell under the cursor; then the tiles keep
+    their aspect ratio at three terminal sizes."""
     from textual.widgets import DataTable
 
     from ldm_explore.tui.screens import LayerStepScreen, ZoomScreen
@@ -465,6 +465,7 @@ def test_zoom_and_layer_step_screens(tmp_path):
             grid.move_cursor(row=1, column=6)
             await pilot.press("enter")
             assert app.screen is app.main and v.layer == ls["layers"][1] and v.step == 5
+            await check_tiles_keep_their_aspect_ratio(pilot, app)
 
     asyncio.run(go())
 
