@@ -471,6 +471,13 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
 # --------------------------------------------------------------------------------------------------
 # export
 
+def _init_name(init: str | None) -> str | None:
+    """The bundle a fine-tuning run started from, as TRAINING.json records it (no machine's paths)."""
+    if init is None:
+        return None
+    return "the shipped bundle" if Path(init).resolve() == toyworld_dir().resolve() else Path(init).name
+
+
 def export_bundle(workdir: Path, out: Path | None = None, world: int = WORLD) -> Path:
     """Write the bundle folder from the stages' checkpoints (EMA weights, fp16 where it costs nothing)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -496,7 +503,7 @@ def export_bundle(workdir: Path, out: Path | None = None, world: int = WORLD) ->
     tw.save_net(cls, out / "classifier.safetensors", "classifier", CLASSES)
     write_prompt_file(out / "prompts.csv", world=world)
     (out / "TRAINING.json").write_text(json.dumps({
-        "world": world, "unet_steps": s["step"], "init": s["extra"].get("init"), "decoder_steps": decoder_steps, "vae_scaling_factor": s["extra"]["scale"],
+        "world": world, "unet_steps": s["step"], "init": _init_name(s["extra"].get("init")), "decoder_steps": decoder_steps, "vae_scaling_factor": s["extra"]["scale"],
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }, indent=1))
     log(f"exported bundle to {out} (UNet at step {s['step']})")
