@@ -88,10 +88,9 @@ def _train(args) -> int:
         if not n.isdigit():
             raise UserError(f"--steps {item}: '{n}' is not a whole number of steps")
         steps.update({stage: int(n)} if stage else {st: int(n) for st in stages if st in DEFAULT_STEPS})
+    from ..bundles import toyworld_dir
     from ..pipeline.loading import pick_device
     from ..toyworld import train as T
-
-    from ..bundles import toyworld_dir
 
     init = None if args.init_from is None else toyworld_dir() if args.init_from == "shipped" else Path(args.init_from)
     T.run(Path(args.workdir) if args.workdir else None, stages, steps or None, args.minutes, args.n_train,

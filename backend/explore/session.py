@@ -80,8 +80,7 @@ class ExplorerSession:
 
         b = self.bundle or self.parts
         self.probes, self.report = None, None
-        published = probes_file(self.store, self.bundle.pipe if self.bundle else None, self.steps,
-                                self.parts.model_id, self.parts.signature)
+        published = probes_file(self.store, self._pipe(), self.steps, self.parts.model_id, self.parts.signature)
         path = self.probes_path or (published if published.exists() else b.probes)
         if path is not None:
             self.probes = Probes.load(path)
@@ -148,13 +147,13 @@ class ExplorerSession:
 
     # --- runs ------------------------------------------------------------------------------------
     def key(self, p: Prompt):
-        from ldm_explore.cache.store import RunKey
-
         from ..pipeline.runner import run_key
 
-        if self.bundle is not None:  # the pipeline's own signature (its scheduler may have been switched)
-            return run_key(self.bundle.pipe, p, self.settings)
-        return RunKey(self.parts.model_id, p.index, p.seed, self.settings.key(self.parts.signature))
+        # with the pipeline, its own signature (its scheduler may have been switched); before it, the folder's
+        return run_key(self._pipe(), p, self.settings, self.parts.model_id, self.parts.signature)
+
+    def _pipe(self):
+        return self.bundle.pipe if self.bundle is not None else None
 
     def is_cached(self, p: Prompt) -> bool:
         # until the parts are open nothing counts as cached

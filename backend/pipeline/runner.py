@@ -43,8 +43,13 @@ def summary_file(probes_path) -> Path:
     return p.with_name(p.name.removesuffix(".safetensors") + ".summary.json")
 
 
-def run_key(pipe, prompt: Prompt, settings: GenerationSettings) -> RunKey:
-    return RunKey(pipe.model_id, prompt.index, prompt.seed, settings.key(pipe_signature(pipe)))
+def run_key(pipe, prompt: Prompt, settings: GenerationSettings, model_id: str | None = None,
+            signature: dict | None = None) -> RunKey:
+    """A run's key in the store. Without the pipeline (``pipe`` None): its ``model_id`` and ``signature``
+    (:func:`.loading.pipeline_spec`), as :func:`probes_file` takes them."""
+    if pipe is not None:
+        model_id, signature = pipe.model_id, pipe_signature(pipe)
+    return RunKey(model_id, prompt.index, prompt.seed, settings.key(signature))
 
 
 def generate_into_store(pipe, prompts: Sequence[Prompt], settings: GenerationSettings, store: RunStore,

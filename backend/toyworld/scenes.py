@@ -172,6 +172,7 @@ def _sample_v2(seed: int) -> Scene:
         focus = np.array([rng.uniform(-1, 1), 0.45, rng.uniform(3.5, 5.5)])
         cam = focus - dist * np.cos(pitch) * h + np.array([0.0, dist * np.sin(pitch), 0.0])
         half_w = dist * np.tan(np.radians(fov) / 2)
+        basis = _basis(cam, focus)
         slots = list(rng.permutation(SLOTS)[:n])
         spread = max(1.0, 0.3 * dist)
         objs: list[Obj] = []
@@ -186,10 +187,10 @@ def _sample_v2(seed: int) -> Scene:
                 lat = {"left": -1, "centre": 0, "right": 1}[slots[i]] * rng.uniform(0.45, 0.75) * half_w
                 dep = 0.0 if i == 0 else rng.choice([-1, 1]) * rng.uniform(0.6, 1.0) * spread
                 p = focus * np.array([1, 0, 1]) + (lat + rng.uniform(-0.1, 0.1) * half_w) * rt + (dep + rng.uniform(-0.3, 0.3)) * h
-                if (np.array([p[0], hh / 2, p[2]]) - cam) @ _basis(cam, focus)[0] < r + 1.0:
+                if (np.array([p[0], hh / 2, p[2]]) - cam) @ basis[0] < r + 1.0:
                     continue  # in front of the camera, not at its feet
-                box = _box(cam, focus, fov, p, r, hh)
-                col = _project(cam, focus, fov, (p[0], hh / 2, p[2]), 64)[1]
+                box = _box(cam, basis, fov, p, r, hh)
+                col = _project(cam, basis, fov, (p[0], hh / 2, p[2]), 64)[1]
                 third = SLOTS[min(2, max(0, col * 3 // 64))]
                 inside = box[0] >= 1 and box[1] >= 1 and box[2] <= 63 and box[3] <= 63
                 if third == slots[i] and inside and all(_overlap(box, b) < 0.2 for b in boxes):
@@ -229,10 +230,10 @@ def _sample_v2(seed: int) -> Scene:
     return sc
 
 
-def _box(cam, look, fov, p, r, hh) -> tuple[int, int, int, int]:
+def _box(cam, basis, fov, p, r, hh) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) pixel box (64 x 64) of an object's bounding box standing at floor point p."""
     pts = [(p[0] + dx, y, p[2] + dz) for dx in (-r, r) for dz in (-r, r) for y in (0.0, hh)]
-    rc = np.array([_project(cam, look, fov, q, 64) for q in pts])
+    rc = np.array([_project(cam, basis, fov, q, 64) for q in pts])
     return int(rc[:, 0].min()), int(rc[:, 1].min()), int(rc[:, 0].max()), int(rc[:, 1].max())
 
 
@@ -273,11 +274,7 @@ def vocabulary() -> list[str]:
 # ray casting
 
 def _camera_rays(sc: Scene, size: int):
-    fwd = sc.look_at - sc.cam_pos
-    fwd = fwd / np.linalg.norm(fwd)
-    right = np.cross(np.array([0.0, 1.0, 0.0]), fwd)
-    right /= np.linalg.norm(right)
-    up = np.cross(fwd, right)
+    fwd, right, up = _basis(sc.cam_pos, sc.look_at)
     half = np.tan(np.radians(sc.fov_deg) / 2)
     c = (np.arange(size) + 0.5) / size * 2 - 1
     u, v = np.meshgrid(c * half, -c * half)  # row 0 is the top of the image
@@ -450,11 +447,12 @@ def render_seed(seed: int, size: int = 64, ss: int = 2, world: int | None = None
 
 def project(sc: Scene, point, size: int = 64) -> tuple[int, int]:
     """(row, col) of the pixel that sees world ``point`` (inverse of the camera rays)."""
-    return _project(sc.cam_pos, sc.look_at, sc.fov_deg, point, size)
+    return _project(sc.cam_pos, _basis(sc.cam_pos, sc.look_at), sc.fov_deg, point, size)
 
 
-def _project(cam, look, fov_deg, point, size: int) -> tuple[int, int]:
-    fwd, right, up = _basis(np.asarray(cam, float), np.asarray(look, float))
+def _project(cam, basis, fov_deg, point, size: int) -> tuple[int, int]:
+    """:func:`project` for a camera at ``cam`` with ``basis`` = :func:`_basis` (fwd, right, up), computed once."""
+    fwd, right, up = basis
     v = np.asarray(point, float) - cam
     z = v @ fwd
     half = np.tan(np.radians(fov_deg) / 2)

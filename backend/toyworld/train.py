@@ -8,6 +8,7 @@ minutes and on Ctrl-C, logs losses to ``<workdir>/<stage>/log.jsonl``, and picks
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -524,40 +525,12 @@ def _world_of(workdir: Path, world: int | None) -> int:
     return world
 
 
-def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
-    """Start every stage that has no checkpoint yet from a bundle's weights (fine-tuning it into this workdir's
-    world): each such stage gets a step-0 checkpoint without optimiser state. The text encoder's rows are
-    carried over by token (new grammar words start at the mean embedding) and its position table is extended
-    when this tokenizer allows longer prompts. Returns the stages seeded."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import load_file
+def _text_encoder_by_token(pipe_dir: Path, workdir: Path) -> dict:
+    """The bundle's text encoder as a state dict for this workdir's tokenizer: each token's embedding row moved to
+    the token's new id (new grammar words shift ids; words new to the grammar start at the mean embedding), the
+    position table extended with its last row where this tokenizer allows longer prompts."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from ..pipeline.loading import quiet_hf
-
-    quiet_hf()
-    bundle_dir = Path(bundle_dir)
-    pipe_dir = bundle_dir / "pipeline"
-    if not (pipe_dir / "model_index.json").exists():
-        raise UserError(f"{bundle_dir}: not a toyworld bundle (no pipeline/model_index.json)")
-    seeded = []
-
-    def put(stage, modules, extra=None):
-        f = workdir / stage / "ckpt.pt"
-        if f.exists():
-            return
-        f.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"modules": modules, "opt": None, "step": 0, "extra": {"init": str(bundle_dir), **(extra or {})},
-                    "torch_rng": torch.get_rng_state()}, f.with_name("ckpt.pt.tmp"))
-        os.replace(f.with_name("ckpt.pt.tmp"), f)
-        seeded.append(stage)
-
-    vae = AutoencoderKL.from_pretrained(pipe_dir / "vae").float()
-    put("vae", {"vae": vae.state_dict()})
-    put("decoder", {"decoder": _decoder_part(vae).state_dict()})
-    for stage, f in (("estimators", "estimators.safetensors"), ("classifier", "classifier.safetensors")):
-        put(stage, {"net": load_file(bundle_dir / f)})
-    unet = UNet2DConditionModel.from_pretrained(pipe_dir / "unet").float().state_dict()
     old_te = CLIPTextModel.from_pretrained(pipe_dir / "text_encoder").float().state_dict()
     old_tok = CLIPTokenizer.from_pretrained(pipe_dir / "tokenizer").get_vocab()
     tok = make_tokenizer(workdir / "tokenizer")
@@ -574,8 +547,49 @@ def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
             te[k][len(v):] = v[-1]
         elif "position_ids" not in k:
             te[k] = v
-    scale = float(json.loads((pipe_dir / "vae" / "config.json").read_text())["scaling_factor"])
-    put("unet", {"unet": unet, "text": te, "ema_unet": unet, "ema_text": te}, {"scale": scale})
+    return te
+
+
+def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
+    """Start every stage that has no checkpoint yet from a bundle's weights (fine-tuning it into this workdir's
+    world): each such stage gets a step-0 checkpoint without optimiser state (the text encoder through
+    :func:`_text_encoder_by_token`); nothing is read for a stage already checkpointed. Returns the stages seeded."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    from ..pipeline.loading import quiet_hf
+
+    quiet_hf()
+    bundle_dir = Path(bundle_dir)
+    pipe_dir = bundle_dir / "pipeline"
+    if not (pipe_dir / "model_index.json").exists():
+        raise UserError(f"{bundle_dir}: not a toyworld bundle (no pipeline/model_index.json)")
+    seeded = []
+
+    def put(stage, make):  # make() -> (modules, extra), called only for a stage without a checkpoint
+        f = workdir / stage / "ckpt.pt"
+        if f.exists():
+            return
+        modules, extra = make()
+        f.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"modules": modules, "opt": None, "step": 0, "extra": {"init": str(bundle_dir), **extra},
+                    "torch_rng": torch.get_rng_state()}, f.with_name("ckpt.pt.tmp"))
+        os.replace(f.with_name("ckpt.pt.tmp"), f)
+        seeded.append(stage)
+
+    vae = functools.cache(lambda: AutoencoderKL.from_pretrained(pipe_dir / "vae").float())
+    put("vae", lambda: ({"vae": vae().state_dict()}, {}))
+    put("decoder", lambda: ({"decoder": _decoder_part(vae()).state_dict()}, {}))
+    for stage, name in (("estimators", "estimators.safetensors"), ("classifier", "classifier.safetensors")):
+        put(stage, lambda name=name: ({"net": load_file(bundle_dir / name)}, {}))
+
+    def unet_and_text():
+        unet = UNet2DConditionModel.from_pretrained(pipe_dir / "unet").float().state_dict()
+        te = _text_encoder_by_token(pipe_dir, workdir)
+        scale = float(json.loads((pipe_dir / "vae" / "config.json").read_text())["scaling_factor"])
+        return {"unet": unet, "text": te, "ema_unet": unet, "ema_text": te}, {"scale": scale}
+
+    put("unet", unet_and_text)
     return seeded
 
 

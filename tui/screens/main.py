@@ -113,9 +113,11 @@ class MainScreen(Screen):
             self.start_run(prompt)
 
     def refresh_cached(self) -> None:
-        if self.session.prompts is None or self.session.store is None:
+        """Refill the prompt table: the search box's filter, ✓ on the prompts the store holds (none before it
+        is open)."""
+        if self.session.prompts is None:
             return
-        cached = {p.index for p in self.session.prompts if self.session.is_cached(p)}
+        cached = {p.index for p in self.session.prompts if self.session.is_cached(p)}  # is_cached: False until open
         self.query_one(PromptTable).fill(self.session.prompts, cached, self.query_one(SearchBox).value)
 
     # --- choosing and running prompts -------------------------------------------------------------
@@ -192,10 +194,7 @@ class MainScreen(Screen):
 
     @on(Input.Changed, "#search")
     def search_changed(self, event: Input.Changed) -> None:
-        if self.session.prompts is not None:
-            cached = {p.index for p in self.session.prompts if self.session.is_cached(p)} \
-                if self.session.store else set()
-            self.query_one(PromptTable).fill(self.session.prompts, cached, event.value)
+        self.refresh_cached()
 
     @on(Input.Submitted, "#search")
     def search_done(self, event: Input.Submitted) -> None:
