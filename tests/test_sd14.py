@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -115,9 +116,10 @@ def test_tracer_loader_on_a_random_init_tracer(tmp_path, monkeypatch):
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in ref.state_dict().items()}, f)
     torch.manual_seed(1)  # a different init: only the file can make the two agree
     m = TracerMask(input_size=64)
+    loaded = m.model.state_dict()
     for k, v in ref.state_dict().items():
         if v.is_floating_point():
-            assert torch.allclose(m.model.state_dict()[k], v.half().float()), k
+            assert torch.allclose(loaded[k], v.half().float()), k
     imgs = (np.random.default_rng(0).random((2, 48, 40, 3)) * 255).astype(np.uint8)
     out = m.mask(imgs)
     assert out.shape == (2, 48, 40) and out.min() >= 0 and out.max() <= 1
@@ -150,6 +152,8 @@ def test_intrinsic_wrapper_gives_shading_at_the_image_size(tmp_path, monkeypatch
     (pkg / "pipeline.py").write_text(INTRINSIC_STANDIN.format(maintain="maintain_size=False, " if keeps_size else "",
                                                               keeps="maintain_size" if keeps_size else "False"))
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in [m for m in sys.modules if m.split(".")[0] == "intrinsic"]:  # another test's stand-in (same worker)
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     from ldm_explore.backend.bundles.sd14 import IntrinsicShading
 
@@ -161,11 +165,15 @@ def test_intrinsic_wrapper_gives_shading_at_the_image_size(tmp_path, monkeypatch
     ck.mkdir(parents=True)
     (ck / "final_weights.pt").write_bytes(b"weights")
     assert {m.role: m for m in inventory()}["shading"].found
-    imgs = (np.random.default_rng(0).random((2, 48, 40, 3)) * 255).astype(np.uint8)
+    # smooth images (a map at half size and back can only match a smooth one; per-pixel noise gave 0.23)
+    yy, xx = np.mgrid[0:48, 0:40] / 48.0
+    base = [0.5 + 0.4 * np.sin(3 * xx + 2 * yy), 0.5 + 0.4 * np.cos(2 * xx - 4 * yy)]
+    imgs = (np.stack([np.stack([b, 0.8 * b, 1 - b], -1) for b in base]) * 255).astype(np.uint8)
     s = IntrinsicShading().shading(imgs)
     assert s.shape == (2, 48, 40) and s.dtype == np.float32
     want = 0.25 + 3.0 * (imgs.astype(np.float32) / 255).mean(-1)  # S itself, not its inverse
     if keeps_size:
         np.testing.assert_allclose(s, want, rtol=1e-4, atol=1e-4)
     else:  # resized back from half size: the same map, smoothed
-        assert np.corrcoef(s.ravel(), want.ravel())[0, 1] > 0.7 and abs(s.mean() - want.mean()) < 0.05
+        assert np.corrcoef(s.ravel(), want.ravel())[0, 1] > 0.95 and abs(s.mean() - want.mean()) < 0.05
+        assert not np.allclose(s, want, rtol=1e-4, atol=1e-4)  # it did go through the half-size pipeline

@@ -152,7 +152,7 @@ def test_killed_or_interrupted_writer_leaves_no_half_entry(pipe, tiny_model, tmp
 
 @pytest.mark.slow
 def test_two_processes_share_one_store(tiny_model, tmp_path):
-    rows = ["prompts,seeds,prompt_inds"] + [f"prompt number {i},{i},{i}" for i in range(8)]
+    rows = ["prompts,seeds,prompt_inds"] + [f"prompt number {i},{i},{i}" for i in range(6)]
     pf = tmp_path / "p.csv"
     pf.write_text("\n".join(rows) + "\n")
     cache = tmp_path / "store"
@@ -161,8 +161,8 @@ def test_two_processes_share_one_store(tiny_model, tmp_path):
     (_, ea), (_, eb) = a.communicate(timeout=300), b.communicate(timeout=300)
     assert a.returncode == b.returncode == 0, (ea, eb)
     gen = [int(e.split(" runs: ")[1].split(" generated")[0]) for e in (ea, eb)]
-    assert sum(gen) == 8  # every entry computed exactly once
-    assert len(_all_valid(cache, steps=8)) == 8
+    assert sum(gen) == 6  # every entry computed exactly once
+    assert len(_all_valid(cache, steps=8)) == 6
 
 
 def test_in_process_resume_counts(pipe, tmp_path):

@@ -133,13 +133,14 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys):
     # in this process (the console script itself runs below, for the resume): every stage, then the export
     assert main(["toyworld", "train", "--workdir", str(w), "--out", str(out), "--n-train", "24", "--procs", "1",
                  "--device", "cpu", "--steps", "vae=2", "--steps", "estimators=2", "--steps", "classifier=2",
-                 "--steps", "unet=2", "--steps", "decoder=2"]) == 0
+                 "--steps", "unet=2", "--steps", "decoder=2", "--batch", "2", "--batch", "vae=1"]) == 0
     r = capsys.readouterr()
     for stage in ("vae", "estimators", "classifier", "unet", "decoder"):
         log = [json.loads(line) for line in (w / stage / "log.jsonl").read_text().splitlines()]
         assert log[-1]["step"] == 2 and all(np.isfinite(v) for k, v in log[-1].items() if k != "step")
         assert (w / stage / "ckpt.pt").exists()
     assert "export" in r.out + r.err and "total" in r.out + r.err
+    assert "vae: batch 1" in r.out + r.err and "unet: batch 2" in r.out + r.err  # --batch: N for all, then STAGE=N
     b = load_bundle("toyworld", device="cpu", bundle_dir=out)
     p = PromptSet.read(b.prompts).select("test", 1)[0]
     img = generate(b.pipe, [p], GenerationSettings(steps=3, guidance=7.5), record=False, decode=False)[0].final
@@ -160,6 +161,8 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys):
     assert code == 2 and f"{w / 'world.json'}: this workdir trains world 1, not 2" in err, err
     code, err = run("toyworld", "train", "--workdir", w, "--steps", "render=3")
     assert code == 2 and "--steps render=3: no stage 'render'" in err
+    code, err = run("toyworld", "train", "--workdir", w, "--batch", "unet=0")
+    assert code == 2 and err == "ldm-explore: error: --batch unet=0: must be at least 1", err
     for bad, msg in ((["--procs", "0"], "--procs 0: must be at least 1"),
                      (["--n-train", "0"], "--n-train 0: must be at least 1"),
                      (["--minutes", "-1"], "--minutes -1: must be more than 0")):
@@ -184,7 +187,8 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys):
     # the stage writes its checkpoint on the way out and the command exits 130
     exe = Path(sys.executable).with_name("ldm-explore")
     proc = subprocess.Popen([str(exe), "toyworld", "train", "--workdir", str(w), "--n-train", "24", "--procs", "1",
-                             "--stage", "unet", "--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--stage", "unet", "--steps", "100000", "--batch", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     ck = w / "unet" / "ckpt.pt"
     before = ck.stat().st_mtime_ns

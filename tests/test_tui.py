@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from textual.widgets import Input
 
 from ldm_explore.backend.explore.session import ExplorerSession
 from ldm_explore.tui.app import ExplorerApp
@@ -374,13 +375,15 @@ def test_textual_image_internals_we_use():
 
 
 @pytest.mark.slow
-def test_enter_while_loading_queues_the_run_and_random_keys_never_break_the_app(tmp_path):
-    """Enter before the models are loaded runs the prompt when they are; then a few hundred keys at random
-    (every binding, during runs, with the help, export, settings, zoom, side-by-side and layer x step screens open, across resizes) leave no
-    exception and a consistent screen."""
+def test_enter_while_loading_queues_the_run_and_random_keys_never_break_the_app(tmp_path, monkeypatch):
+    """Enter before the models are loaded runs the prompt when they are; Escape leaves the search box; then 70
+    keys at random, 10 in each screen (every binding, during runs, with the help, export, settings, zoom,
+    side-by-side and layer x step screens open, across resizes) leave no exception and a consistent screen."""
     import random
 
     from ldm_explore.tui.screens import MainScreen as Main
+
+    monkeypatch.chdir(tmp_path)  # keys typed into the export screen's path box make relative paths
 
     keys = ["up", "down", "enter", "left", "right", "home", "end", "v", "l", "x", "p", "o", "e", "escape",
             "question_mark", "slash", "tab", "a", "1", "backspace", "pagedown", "z", "c", "m", "s", "b"]
@@ -403,17 +406,35 @@ def test_enter_while_loading_queues_the_run_and_random_keys_never_break_the_app(
         async with app.run_test(size=(120, 36)) as pilot:
             await pilot.press("down", "enter")  # the models are still loading
             assert app.session.bundle is None and app.main.queued is not None
-            await pilot.press("slash", "c", "u", "b", "e", "escape", "x", "escape", "v", "l", "right")
+            await pilot.press("slash", "c", "u", "b", "e", "escape")
+            assert isinstance(app.focused, PromptTable) and app.query_one("#search", Input).value == "cube"
+            await pilot.press("x", "escape", "v", "l", "right")
             assert app.is_running  # search and every binding work (or say why not) while loading
             gate.set()
             await wait_for(pilot, lambda: app.main.analysis is not None)
             assert app.main.analysis.prompt.index == app.session.prompts[1].index
-            for i in range(200):
-                if i % 60 == 30:
+            # rounds of 10 random keys, each started from the main screen by opening one screen (pure chance
+            # rarely got there: after / the search box takes the letters)
+            openers = ["s", "z", "c", "x", "question_mark", "e", "slash"]
+            seen = set()
+            for i in range(7 * 10):
+                if i % 10 == 0:  # Escape leads back to the main screen and out of any text box
+                    for _ in range(8):
+                        if isinstance(app.screen, Main) and not isinstance(app.focused, Input):
+                            break
+                        await pilot.press("escape")
+                    assert isinstance(app.screen, Main) and not isinstance(app.focused, Input), app.focused
+                    await wait_for(pilot, lambda: app.main.analysis is not None)  # a run the keys started
+                    await pilot.press(openers[i // 10])
+                    await pilot.pause(0.1)
+                    seen.add(type(app.screen).__name__)
+                if i % 25 == 15:
                     await pilot.resize_terminal(rng.choice([100, 140, 200]), rng.choice([30, 45, 60]))
                 await pilot.press(rng.choice(keys))
                 if i % 10 == 0:
                     await pilot.pause(0.05)
+            assert seen == {"SpyScreen", "HelpScreen", "ExportScreen", "SettingsScreen", "ZoomScreen",
+                            "CompareScreen", "LayerStepScreen"}, seen
             while not isinstance(app.screen, Main):
                 await pilot.press("escape")
             await pilot.pause(0.5)

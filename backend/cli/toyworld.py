@@ -17,6 +17,10 @@ def add_parsers(sub) -> dict:
     p.add_argument("--stage", action="append", choices=list(STAGES), help="stage(s) to run, in order (default: all)")
     p.add_argument("--steps", action="append", default=None, metavar="[STAGE=]N",
                    help="target steps: N for the chosen stage(s), or STAGE=N (repeatable), e.g. --steps unet=30000")
+    p.add_argument("--batch", action="append", default=None, metavar="[STAGE=]N",
+                   help="batch size instead of the stage's own (vae 16 (x4 crops early), estimators 32, classifier 64, "
+                        "unet 64, decoder 32): N for the chosen stage(s), or STAGE=N (repeatable); a resumed stage "
+                        "may change it, e.g. --batch unet=256 on a large GPU")
     p.add_argument("--procs", type=int, default=2, help="processes rendering the training scenes (default 2)")
     p.add_argument("--minutes", type=float, default=None, help="wall-time budget of this invocation; rerun resumes")
     p.add_argument("--n-train", type=int, default=16000, help="training scenes to render (default 16000)")
@@ -80,14 +84,8 @@ def _train(args) -> int:
     if args.minutes is not None and args.minutes <= 0:
         raise UserError(f"--minutes {args.minutes:g}: must be more than 0")
     stages = args.stage or list(STAGES)
-    steps = {}
-    for item in args.steps or []:
-        stage, _, n = item.rpartition("=")
-        if stage and stage not in DEFAULT_STEPS:
-            raise UserError(f"--steps {item}: no stage '{stage}' (stages with steps: {', '.join(DEFAULT_STEPS)})")
-        if not n.isdigit():
-            raise UserError(f"--steps {item}: '{n}' is not a whole number of steps")
-        steps.update({stage: int(n)} if stage else {st: int(n) for st in stages if st in DEFAULT_STEPS})
+    steps = _per_stage(args.steps, "--steps", stages, "steps", least=0)
+    batch = _per_stage(args.batch, "--batch", stages, "stages with a batch", least=1)
     from ..bundles import toyworld_dir
     from ..pipeline.loading import pick_device
     from ..toyworld import train as T
@@ -95,5 +93,20 @@ def _train(args) -> int:
     init = None if args.init_from is None else toyworld_dir() if args.init_from == "shipped" else Path(args.init_from)
     T.run(Path(args.workdir) if args.workdir else None, stages, steps or None, args.minutes, args.n_train,
           procs=args.procs, out=Path(args.out) if args.out else None, device=str(pick_device(args.device)),
-          world=args.world, init_from=init)
+          world=args.world, init_from=init, batch=batch or None)
     return 0
+
+
+def _per_stage(items, flag: str, stages: list[str], what: str, least: int) -> dict[str, int]:
+    """``[STAGE=]N`` items: N for the named stage, or for every chosen stage that trains."""
+    out = {}
+    for item in items or []:
+        stage, _, n = item.rpartition("=")
+        if stage and stage not in DEFAULT_STEPS:
+            raise UserError(f"{flag} {item}: no stage '{stage}' ({what}: {', '.join(DEFAULT_STEPS)})")
+        if not n.isdigit():
+            raise UserError(f"{flag} {item}: '{n}' is not a whole number")
+        if int(n) < least:
+            raise UserError(f"{flag} {item}: must be at least {least}")
+        out.update({stage: int(n)} if stage else {st: int(n) for st in stages if st in DEFAULT_STEPS})
+    return out

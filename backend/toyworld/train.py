@@ -595,7 +595,7 @@ def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
 
 def run(workdir: Path | None = None, stages=None, steps: dict | None = None, minutes: float | None = None,
         n_train: int = 20000, procs: int = 2, out: Path | None = None, device: str = "cpu",
-        world: int | None = None, init_from: Path | None = None) -> dict:
+        world: int | None = None, init_from: Path | None = None, batch: dict | None = None) -> dict:
     """Run the given stages in order (default: all), each resuming from its checkpoint; ``init_from`` (a bundle
     folder) starts the stages that have no checkpoint yet from its weights."""
     workdir = Path(workdir or default_workdir())
@@ -606,6 +606,7 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
         log(f"started {', '.join(seeded) or 'no stage'} from the bundle {init_from}")
     stages = list(stages or STAGES)
     steps = {**DEFAULT_STEPS, **(steps or {})}
+    batch = batch or {}
     train = {"vae": train_vae, "estimators": train_estimators, "classifier": train_classifier, "unet": train_unet,
              "decoder": train_decoder}
     t_all = time.time()
@@ -621,7 +622,10 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
             if stage in ("data", *train) and data is None:
                 data = dataset(workdir, n_train, procs, world)
             if stage in train:
-                done[stage], _ = train[stage](workdir, data, steps[stage], left(), device=device)
+                if stage in batch:
+                    log(f"{stage}: batch {batch[stage]}")
+                done[stage], _ = train[stage](workdir, data, steps[stage], left(), device=device,
+                                              **({"batch": batch[stage]} if stage in batch else {}))
             else:
                 if stage == "export":
                     export_bundle(workdir, out, world)

@@ -12,7 +12,7 @@ HELP = """\
 
   [b]↑ ↓[/b]          choose a prompt         [b]Enter[/b]   run it (cached runs open at once)
   [b]← →[/b]          previous / next step    [b]Home End[/b] first / last step
-  [b]/[/b]            search prompts          [b]v[/b]        decoded x_t / predicted x0
+  [b]/[/b]            search (Esc: back)      [b]v[/b]        decoded x_t / predicted x0
   [b]l[/b]            next probe layer        [b]e[/b]        export grid, curves, table
   [b]s[/b]            settings: steps, guidance, scheduler, seed (a new run; [b]b[/b] goes back to the one before)
   [b]z[/b]            zoom: one property's maps as large as the screen allows (p: property)

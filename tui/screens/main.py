@@ -27,7 +27,8 @@ class MainScreen(Screen):
         Binding("right", "step(1)", "step +", priority=True, show=False),  # keeps room for the views at 100 cols
         Binding("home", "step_to(0)", "first", priority=True, show=False),
         Binding("end", "step_to(-1)", "last", priority=True, show=False),
-        Binding("slash", "search", "search", show=False),  # the search box itself says "/ search prompts"
+        Binding("slash", "search", "search", show=False),
+        Binding("escape", "leave_input", "back to the prompts", show=False),  # out of the search / custom boxes  # the search box itself says "/ search prompts"
         Binding("v", "toggle_view", "view"),
         Binding("l", "next_layer", "layer"),
         Binding("s", "settings", "settings"),
@@ -292,6 +293,12 @@ class MainScreen(Screen):
 
     def action_search(self) -> None:
         self.query_one(SearchBox).focus()
+
+    def action_leave_input(self) -> None:
+        """Escape in the search or custom-prompt box: back to the table, the text kept (else every key after
+        / or Tab would go on typing)."""
+        if isinstance(self.focused, Input):
+            self.query_one(PromptTable).focus()
 
     def action_export(self) -> None:
         if self.analysis is None:
