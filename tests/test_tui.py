@@ -514,6 +514,7 @@ def test_settings_make_new_runs_and_b_goes_back(tmp_path):
             second = app.main.analysis
             assert second.prompt.seed == 7 and second.prompt.index == first.prompt.index
             assert app.session.current()["steps"] == 5 and not second.layers  # probes are fitted for 15 steps
+            assert any("the probes are fitted for 15 steps: none shown" in str(n.message) for n in app._notifications)
             await pilot.press("b")
             await wait_for(pilot, lambda: app.main.analysis is not second and app.main.analysis.num_steps == 15)
             back = app.main.analysis

@@ -259,7 +259,7 @@ class MainScreen(Screen):
             return
         c = self.session.current()
         self.app.call_from_thread(self.notify, f"next runs: {c['steps']} steps, guidance {c['guidance']}, "
-                                               f"{c['scheduler']}" + ("" if self.session.probes else " (no probes fitted for these)"))
+                                               f"{c['scheduler']}{self._probe_note(c['steps'])}")
         if prompt is not None:
             self.app.call_from_thread(self.start_run, prompt)
 
@@ -290,6 +290,17 @@ class MainScreen(Screen):
                 v.show_layer(*where)
 
         self.app.push_screen(LayerStepScreen(self.session.report, v.layer, v.step), done)
+
+    def _probe_note(self, steps: int) -> str:
+        """Why runs at these settings will show no probe maps, if they will not."""
+        probes = self.session.probes
+        fitted = probes.meta.get("steps") if probes is not None else None
+        if probes is None:
+            return " (no probes fitted for these)"
+        if fitted is not None and fitted != steps:
+            return (f" (the probes are fitted for {fitted} steps: none shown; `ldm-explore experiment run --steps "
+                    f"{steps}` fits them)")
+        return ""
 
     def action_search(self) -> None:
         self.query_one(SearchBox).focus()
