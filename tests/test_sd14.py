@@ -2,7 +2,10 @@
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +180,20 @@ def test_intrinsic_wrapper_gives_shading_at_the_image_size(tmp_path, monkeypatch
     else:  # resized back from half size: the same map, smoothed
         assert np.corrcoef(s.ravel(), want.ravel())[0, 1] > 0.95 and abs(s.mean() - want.mean()) < 0.05
         assert not np.allclose(s, want, rtol=1e-4, atol=1e-4)  # it did go through the half-size pipeline
+
+
+def test_torch_hub_dir_without_torch_follows_torchs_rule(tmp_path, monkeypatch):
+    """``models`` finds torch hub's files without importing torch: the folder it computes is torch's own."""
+    from ldm_explore.backend.pipeline.hub_dirs import torch_hub_dir, torch_hub_dir_from_env
+
+    for env in ({"TORCH_HOME": str(tmp_path / "th")}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, {}):
+        for k in ("TORCH_HOME", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert torch_hub_dir_from_env() == Path(torch.hub.get_dir()) == torch_hub_dir(), env
+    code = ("import sys; from ldm_explore.backend.cli import main; rc = main(['models', '--bundle', 'sd14', '--json']);"
+            " print('torch' in sys.modules, file=sys.stderr); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "th")})
+    assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "False", r.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelNotFoundError, UserError
+from .hub_dirs import hf_cache_dir  # noqa: F401  (also imported from here)
 
 SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",  # the studies' scheduler
@@ -47,17 +48,6 @@ def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
             raise UserError(f"--dtype {dtype}: choose one of fp16, bf16, fp32")
         return _DTYPES[dtype]
     return torch.float16 if device.type in ("cuda", "mps") else torch.float32
-
-
-def hf_cache_dir() -> str:
-    """The Hugging Face hub cache as the environment says now (HF_HUB_CACHE, else HF_HOME/hub, else the
-    default): huggingface_hub reads it once, at import, so a notebook or a test that points it elsewhere later
-    would otherwise still read the old one."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-                                                     "huggingface")
-    return os.path.join(home, "hub")
 
 
 def fetch_hint(model: str) -> str:

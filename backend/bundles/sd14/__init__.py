@@ -44,7 +44,7 @@ def _hf_cached(repo: str) -> str | None:
     try:
         from huggingface_hub import snapshot_download
 
-        from ...pipeline.loading import hf_cache_dir
+        from ...pipeline.hub_dirs import hf_cache_dir
 
         return snapshot_download(repo, local_files_only=True, cache_dir=hf_cache_dir())
     except Exception:
@@ -52,9 +52,9 @@ def _hf_cached(repo: str) -> str | None:
 
 
 def _torch_hub_file(name: str) -> Path:
-    import torch
+    from ...pipeline.hub_dirs import torch_hub_dir
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / name
+    return torch_hub_dir() / "checkpoints" / name
 
 
 def _tracer_file() -> Path:
@@ -119,7 +119,7 @@ class DPTDepth:
         from transformers import DPTForDepthEstimation, DPTImageProcessor
 
         try:
-            from ...pipeline.loading import hf_cache_dir
+            from ...pipeline.hub_dirs import hf_cache_dir
 
             kw = dict(local_files_only=True, cache_dir=hf_cache_dir())
             self.processor = DPTImageProcessor.from_pretrained(model, **kw)
