@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelNotFoundError, UserError
-from .hub_dirs import hf_cache_dir  # noqa: F401  (also imported from here)
+from .hub_dirs import hf_cache_dir
 
 SCHEDULERS = {
     "lms": "LMSDiscreteScheduler",  # the studies' scheduler

@@ -631,10 +631,10 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
             if stage in ("data", *train) and data is None:
                 data = dataset(workdir, n_train, procs, world)
             if stage in train:
-                if stage in batch:
-                    log(f"{stage}: batch {batch[stage]}")
-                done[stage], _ = train[stage](workdir, data, steps[stage], left(), device=device,
-                                              **({"batch": batch[stage]} if stage in batch else {}))
+                kw = {"batch": batch[stage]} if stage in batch else {}  # else the stage's own default
+                if kw:
+                    log(f"{stage}: batch {kw['batch']}")
+                done[stage], _ = train[stage](workdir, data, steps[stage], left(), device=device, **kw)
             else:
                 if stage == "export":
                     export_bundle(workdir, out, world)

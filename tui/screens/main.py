@@ -294,9 +294,9 @@ class MainScreen(Screen):
     def _probe_note(self, steps: int) -> str:
         """Why runs at these settings will show no probe maps, if they will not."""
         probes = self.session.probes
-        fitted = probes.meta.get("steps") if probes is not None else None
         if probes is None:
             return " (no probes fitted for these)"
+        fitted = probes.meta.get("steps")
         if fitted is not None and fitted != steps:
             return (f" (the probes are fitted for {fitted} steps: none shown; `ldm-explore experiment run --steps "
                     f"{steps}` fits them)")
