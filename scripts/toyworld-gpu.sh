@@ -19,7 +19,7 @@ INIT=${3:-shipped}
 NTRAIN=${NTRAIN:-24000}
 export HF_HUB_OFFLINE=1
 ldm-explore toyworld train --device cuda --world 2 --init-from "$INIT" --workdir "$WORK" --n-train "$NTRAIN" \
-    --procs "$(nproc)" --stage data --stage estimators --stage classifier --stage decoder --stage unet \
+    --procs "$(nproc)" --stage data --stage estimators --stage decoder --stage classifier --stage unet \
     --steps estimators=4000 --steps classifier=3000 --steps decoder=3000 --steps unet=60000 --batch unet=256 --minutes "$MIN"
 ldm-explore toyworld train --workdir "$WORK" --n-train "$NTRAIN" --stage export --out "$DEST"
 ldm-explore toyworld evaluate --json --bundle-dir "$DEST" | tee "$DEST/EVALUATE.json"

@@ -141,6 +141,9 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys):
         assert (w / stage / "ckpt.pt").exists()
     assert "export" in r.out + r.err and "total" in r.out + r.err
     assert "vae: batch 1" in r.out + r.err and "unet: batch 2" in r.out + r.err  # --batch: N for all, then STAGE=N
+    # the classifier trains after the decoder, on renders and (half of each batch) the decoder's reconstructions
+    assert "classifier: 50% of each batch VAE reconstructions (decoder at step 2)" in r.out + r.err
+    assert "acc_rec" in json.loads((w / "classifier" / "log.jsonl").read_text().splitlines()[-1])
     b = load_bundle("toyworld", device="cpu", bundle_dir=out)
     p = PromptSet.read(b.prompts).select("test", 1)[0]
     img = generate(b.pipe, [p], GenerationSettings(steps=3, guidance=7.5), record=False, decode=False)[0].final

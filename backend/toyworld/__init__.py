@@ -4,5 +4,5 @@ the bundle's architecture (:mod:`.models`), its training (:mod:`.train`) and its
 """
 
 # training stages in order, and the target steps of those that take steps (``toyworld train --steps``)
-STAGES = ("data", "vae", "estimators", "classifier", "unet", "decoder", "export")
+STAGES = ("data", "vae", "estimators", "unet", "decoder", "classifier", "export")
 DEFAULT_STEPS = {"vae": 700, "estimators": 600, "classifier": 600, "unet": 20000, "decoder": 1500}
