@@ -136,3 +136,25 @@ def test_world2_sky_and_missing_floor():
     out = render(sc, size=64, ss=1)
     # no floor: nothing but objects and the wall; the wall's inverse depth is 1 / z-distance along the view axis
     assert (out["depth"] > 0).all() and out["mask"].any()
+    # the wall is checkered (so its slant shows): at one height, its albedo takes two tones, wall_dark apart
+    wall = ~out["mask"]
+    row = max(range(64), key=lambda r: wall[r].sum())
+    tones = out["albedo"][row][wall[row]].sum(-1)
+    lo, hi = tones.min(), tones.max()
+    assert lo == pytest.approx(sc.wall_dark * hi, rel=0.02) and ((tones < 0.99 * hi).mean() > 0.2)
+    # world 1's wall stays plain
+    assert sample_scene(0, world=1).wall_tile is None
+
+
+def test_world_revision_names_the_training_data(tmp_path, capsys):
+    """Renders of an older revision of a world are never trained on: the data file names the revision, and an
+    older one left in the workdir is reported, not used."""
+    from ldm_explore.backend.toyworld import train as T
+    from ldm_explore.backend.toyworld.scenes import WORLD_REVISION
+
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "train-w2-3.npz", rgb=np.zeros((3, 64, 64, 3), np.uint8))
+    d = T.dataset(tmp_path, 3, procs=1, world=2)
+    assert (tmp_path / "data" / f"train-w2r{WORLD_REVISION[2]}-3.npz").exists() and d["rgb"].any()
+    assert "train-w2-3.npz in" in capsys.readouterr().out
+    assert T._data_tag(d) != T._data_tag({"rgb": np.zeros((3, 64, 64, 3), np.uint8)})

@@ -75,6 +75,8 @@ def run(args) -> int:
         print(json.dumps(res))
     else:
         for k, v in res.items():
+            if isinstance(v, dict):  # depth by floor: "checker 0.9500 (n 114), ..."
+                v = ", ".join(f"{f} {x['mean']:.4f} (n {x['n']})" for f, x in v.items())
             print(f"{k:24s} {v:.4f}" if isinstance(v, float) else f"{k:24s} {v}")
     return 0
 

@@ -92,7 +92,12 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
     d = render_many(range(EVAL_SEED0, EVAL_SEED0 + n_renders), procs=2 if n_renders >= 200 else 1, world=world)
     est = b.estimators.all(d["rgb"])
     res["mask_dice"] = float(np.mean([dice_rows(p[None] > 0.5, m)[0] for p, m in zip(est["mask"], d["mask"])]))
-    res["depth_spearman"] = float(np.mean([spearman_rows(p[None], t)[0] for p, t in zip(est["depth"], d["depth"])]))
+    rho = np.array([spearman_rows(p[None], t)[0] for p, t in zip(est["depth"], d["depth"])])
+    res["depth_spearman"] = float(np.mean(rho))
+    if world == 2:  # by floor: where depth is hardest to read (a plain floor, none), and how often
+        floors = np.array([sample_scene(s, world).floor for s in range(EVAL_SEED0, EVAL_SEED0 + n_renders)])
+        res["depth_spearman_by_floor"] = {f: {"mean": float(rho[floors == f].mean()), "n": int((floors == f).sum())}
+                                          for f in ("checker", "plain", "none") if (floors == f).any()}
     res["shading_pearson"] = float(np.mean([pearson_rows(p[None], t)[0] for p, t in zip(est["shading"], d["shading"])]))
     probs = b.classifier(d["rgb"])
     order = np.argsort(-probs, 1)

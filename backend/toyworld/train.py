@@ -27,7 +27,7 @@ from ..bundles import toyworld_dir
 from ..errors import UserError
 from . import DEFAULT_STEPS, STAGES
 from .models import SCHEDULER_CONFIG, MAX_TOKENS, make_text_encoder, make_tokenizer, make_unet, make_vae
-from .scenes import CLASSES, WORLD, WORLDS, render_seed
+from .scenes import CLASSES, WORLD, WORLD_REVISION, WORLDS, render_seed
 
 TRAIN_SEED0 = 0  # training scenes: seeds 0 .. n-1
 PROMPT_SEED0 = 10_000_000  # the shipped prompt file's scenes
@@ -74,8 +74,13 @@ def atomic_save_npz(path: Path, **arrays) -> None:
 
 def dataset(workdir: Path, n: int, procs: int = 2, world: int = WORLD) -> dict[str, np.ndarray]:
     """The training renders, rendered once and kept in ``workdir/data/train-<n>.npz`` (world 1) or
-    ``train-w<world>-<n>.npz``."""
-    f = workdir / "data" / (f"train-{n}.npz" if world == 1 else f"train-w{world}-{n}.npz")
+    ``train-w<world>[r<revision>]-<n>.npz``."""
+    rev = WORLD_REVISION[world]
+    name = "train" + ("" if world == 1 else f"-w{world}") + (f"r{rev}" if rev else "") + f"-{n}.npz"
+    f = workdir / "data" / name
+    old = sorted(p.name for p in f.parent.glob(f"train{'' if world == 1 else f'-w{world}'}*-{n}.npz") if p != f)
+    if old and not f.exists():
+        log(f"{', '.join(old)} in {f.parent}: renders of an older revision of world {world}, not used")
     if not f.exists():
         f.parent.mkdir(parents=True, exist_ok=True)
         t = time.time()
@@ -409,10 +414,21 @@ def load_stage_module(workdir: Path, stage: str, key: str, module):
     return module, s
 
 
+def _data_tag(data) -> str:
+    """A short fingerprint of a training set's images: cached latents belong to one set of renders."""
+    import hashlib
+
+    rgb = data["rgb"]
+    h = hashlib.sha1(f"{rgb.shape}".encode())
+    for i in np.linspace(0, len(rgb) - 1, min(len(rgb), 64)).astype(int):
+        h.update(np.ascontiguousarray(rgb[i]).tobytes())
+    return h.hexdigest()[:10]
+
+
 @torch.no_grad()
 def encode_latents(workdir: Path, vae, data) -> tuple[np.ndarray, float]:
     """Cache the VAE posterior means of every training image (float16) and the scaling factor."""
-    f = workdir / "unet" / f"latents-{len(data['rgb'])}.npz"
+    f = workdir / "unet" / f"latents-{len(data['rgb'])}-{_data_tag(data)}.npz"
     if f.exists():
         with np.load(f) as z:
             return z["latents"], float(z["scale"])
