@@ -29,7 +29,14 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_fit_what_one_fits(tmp_path):
-    args = ["experiment", "run", "--bundle", "toyworld", "--per-split", "3", "--batch-size", "2",
+    # 3 train prompts (split 2 + 1 between the processes), 1 validation prompt, 2 test prompts (one each)
+    b = load_bundle("toyworld", device="cpu")
+    lines = open(b.prompts, encoding="utf-8").read().splitlines()
+    by_split = {s: [x for x in lines[1:] if x.endswith("," + s)] for s in ("train", "val", "test")}
+    pfile = tmp_path / "prompts.csv"
+    pfile.write_text("\n".join([lines[0], *by_split["train"][:3], *by_split["val"][:1], *by_split["test"][:2]]) + "\n",
+                     encoding="utf-8")
+    args = ["experiment", "run", "--bundle", "toyworld", "--prompts", str(pfile), "--batch-size", "2",
             "--no-baselines", "--device", "cpu", "--json", "--keep-activations"]
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -44,9 +51,8 @@ def test_two_processes_fit_what_one_fits(tmp_path):
     assert (ck / "test-rows-rank0of2.jsonl").exists() and (ck / "test-rows-rank1of2.jsonl").exists()
 
     # what one process accumulates from all the runs (read back from the store the two processes filled)
-    b = load_bundle("toyworld", device="cpu")
     store = RunStore(tmp_path / "store")
-    prompts = PromptSet.read(b.prompts).per_split(3)
+    prompts = PromptSet.read(pfile)
     settings = GenerationSettings(steps=15, guidance=7.5, layers=b.layers)
 
     def stats(split):
@@ -67,11 +73,11 @@ def test_two_processes_fit_what_one_fits(tmp_path):
     # weights from 3 images are ill-conditioned, so compare what they predict on a test run)
     got = Probes.load(tmp_path / "two" / "probes-real.safetensors")
     want = fit(whole, stats("val"))
-    assert got.meta["train_images"] == 3 and got.meta["val_images"] == 3
+    assert got.meta["train_images"] == 3 and got.meta["val_images"] == 1
     run = RunResult.from_entry(store.get(run_key(b.pipe, prompts.select("test")[0], settings)))
     for layer in b.layers:
         np.testing.assert_allclose(got.predict(layer, run.activations[layer]),
                                    want.predict(layer, run.activations[layer]), atol=1e-3)
-    # the main process wrote the report from both processes' test rows: all 3 test images, once each
+    # the main process wrote the report from both processes' test rows: both test images, once each
     rows = list(csv.DictReader(open(tmp_path / "two" / "metrics.csv")))
-    assert rows and all(r["n"] == "3" for r in rows)
+    assert rows and all(r["n"] == "2" for r in rows)
