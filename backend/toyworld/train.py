@@ -76,12 +76,12 @@ def dataset(workdir: Path, n: int, procs: int = 2, world: int = WORLD) -> dict[s
     """The training renders, rendered once and kept in ``workdir/data/train-<n>.npz`` (world 1) or
     ``train-w<world>[r<revision>]-<n>.npz``."""
     rev = WORLD_REVISION[world]
-    name = "train" + ("" if world == 1 else f"-w{world}") + (f"r{rev}" if rev else "") + f"-{n}.npz"
-    f = workdir / "data" / name
-    old = sorted(p.name for p in f.parent.glob(f"train{'' if world == 1 else f'-w{world}'}*-{n}.npz") if p != f)
-    if old and not f.exists():
-        log(f"{', '.join(old)} in {f.parent}: renders of an older revision of world {world}, not used")
+    prefix = "train" if world == 1 else f"train-w{world}"
+    f = workdir / "data" / (prefix + (f"r{rev}" if rev else "") + f"-{n}.npz")
     if not f.exists():
+        old = sorted(p.name for p in f.parent.glob(f"{prefix}*-{n}.npz"))
+        if old:
+            log(f"{', '.join(old)} in {f.parent}: renders of an older revision of world {world}, not used")
         f.parent.mkdir(parents=True, exist_ok=True)
         t = time.time()
         d = render_many(range(TRAIN_SEED0, TRAIN_SEED0 + n), procs, world)
@@ -364,9 +364,9 @@ def train_classifier(workdir: Path, data, steps: int, minutes=None, batch: int =
     vae, lat = None, None
     if (workdir / "vae" / "ckpt.pt").exists():
         vae, decoder_steps = load_vae(workdir)
-        lat, _ = encode_latents(workdir, vae, data)
+        lat, scale = encode_latents(workdir, vae, data)
         vae.to(device).eval().requires_grad_(False)
-        lat_std = float(lat[:1000].astype(np.float32).std())
+        lat_std = 1.0 / scale  # the cache's scaling factor is 1 / the latents' spread
         log(f"classifier: {REC_SHARE:.0%} of each batch VAE reconstructions (decoder at step {decoder_steps})")
     else:
         log("classifier: no VAE in this workdir yet: clean renders only")
