@@ -37,7 +37,7 @@ def test_two_processes_fit_what_one_fits(tmp_path):
     pfile.write_text("\n".join([lines[0], *by_split["train"][:3], *by_split["val"][:1], *by_split["test"][:2]]) + "\n",
                      encoding="utf-8")
     args = ["experiment", "run", "--bundle", "toyworld", "--prompts", str(pfile), "--batch-size", "2",
-            "--no-baselines", "--device", "cpu", "--json", "--keep-activations"]
+            "--no-baselines", "--steps", "5", "--device", "cpu", "--json", "--keep-activations"]
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     two = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(free_port()), "-m",
@@ -53,7 +53,7 @@ def test_two_processes_fit_what_one_fits(tmp_path):
     # what one process accumulates from all the runs (read back from the store the two processes filled)
     store = RunStore(tmp_path / "store")
     prompts = PromptSet.read(pfile)
-    settings = GenerationSettings(steps=15, guidance=7.5, layers=b.layers)
+    settings = GenerationSettings(steps=5, guidance=7.5, layers=b.layers)
 
     def stats(split):
         st = ProbeStats(NAMES)

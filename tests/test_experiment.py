@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import cli
 from ldm_explore.backend.bundles import load_bundle
 from ldm_explore.backend.experiment.baselines import PRIOR, SOURCES, prior_features, shuffled_unet
 from ldm_explore.backend.probing.emergence import emergence_step, recognition_step
@@ -39,14 +38,27 @@ def test_shuffled_unet_keeps_each_tensor_multiset():
         assert not torch.equal(a, b)
 
 
+STEPS = 8  # fewer than the bundle's 15: nothing here depends on the count, and each step costs a decode per view
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    """The command's main() in this process (its console entry point runs in the distributed and sd14-fixture
+    tests): a fresh interpreter would spend ten seconds importing diffusers again."""
+    import contextlib
+    import io
+
+    from ldm_explore.backend.cli import main
+
     d = tmp_path_factory.mktemp("exp")
-    r = cli("experiment", "run", "--bundle", "toyworld", "--per-split", "2", "--seeds", "2", "--batch-size", "4",
-            "--out", d / "report", "--cache", d / "store", "--json", "--keep-activations", timeout=900)
-    assert "keeping activations in" in r.stderr and "MiB per run" in r.stderr
-    assert r.returncode == 0, r.stderr
-    return d, json.loads(r.stdout)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["experiment", "run", "--bundle", "toyworld", "--per-split", "2", "--seeds", "2",
+                     "--batch-size", "4", "--steps", str(STEPS), "--out", str(d / "report"), "--cache",
+                     str(d / "store"), "--json", "--keep-activations"])
+    assert "keeping activations in" in err.getvalue() and " per run, " in err.getvalue()
+    assert code == 0, err.getvalue()
+    return d, json.loads(out.getvalue())
 
 
 def test_report_folder(report):
@@ -62,7 +74,7 @@ def test_report_folder(report):
         assert Image.open(out / f"heatmap-{prop}.png").size[0] > 300
         p = summary["properties"][prop]
         assert set(p["curves"]) == set(SOURCES)
-        assert all(len(v["mean"]) == len(v["low"]) == len(v["high"]) == 15 for v in p["curves"].values())
+        assert all(len(v["mean"]) == len(v["low"]) == len(v["high"]) == STEPS for v in p["curves"].values())
         for v in p["curves"].values():
             assert all(lo - 1e-9 <= m <= hi + 1e-9 for lo, m, hi in zip(v["low"], v["mean"], v["high"]))
         assert len(set(p["curves"]["spatial-prior probe"]["mean"])) == 1  # the same prediction at every step
@@ -101,11 +113,11 @@ def test_scores_match_an_independent_recomputation(report):
         for key in keys:
             e = store.get(key)
             y = targets(b.estimators, e.final)
-            pred = upsample(probes.predict(layer, e.activations()[layer]), 64, 64)[7, 1]  # step 7, depth
+            pred = upsample(probes.predict(layer, e.activations()[layer]), 64, 64)[5, 1]  # step 5, depth
             seeds.append(stats.spearmanr(pred.ravel(), y[1].ravel())[0])
         per_image.append(np.mean(seeds))
     row = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["source"] == "probe" and r["layer"] == layer
-           and r["property"] == "depth" and r["metric"] == "spearman" and r["step"] == "7"][0]
+           and r["property"] == "depth" and r["metric"] == "spearman" and r["step"] == "5"][0]
     assert float(row["mean"]) == pytest.approx(np.mean(per_image), abs=1e-5)
     assert float(row["std"]) == pytest.approx(np.std(per_image), abs=1e-5)
 
@@ -123,7 +135,7 @@ def test_spatial_prior_probe_is_the_train_mean_map(report):
             maps.append(area_average(targets(b.estimators, store.get(key).final), 16, 16))
     want = np.mean(maps, 0)  # (P, 16, 16)
     st = ProbeStats.load(d / "report" / "checkpoint" / "stats-train-prior.safetensors")
-    got = fit(st, None, alpha=1e-9).predict(PRIOR, prior_features(15))  # (S, P, 16, 16)
+    got = fit(st, None, alpha=1e-9).predict(PRIOR, prior_features(STEPS))  # (S, P, 16, 16)
     assert st.images == len(maps) == 4
     np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), atol=1e-4)
 
@@ -136,7 +148,7 @@ def test_rerun_resumes_without_recomputing(report):
     d, summary = report
     ck = d / "report" / "checkpoint"
     again = run_experiment("toyworld", per_split=2, out=d / "report",
-                           cfg=Config(batch=4, keep_activations=True, seeds=2), device="cpu", store=RunStore(d / "store"))
+                           cfg=Config(batch=4, keep_activations=True, seeds=2, steps=STEPS), device="cpu", store=RunStore(d / "store"))
     assert json.loads(json.dumps(again["properties"])) == summary["properties"]
     assert (ck / "test-rows.jsonl").read_text().count("\n") == 4  # no test run scored twice
 
@@ -208,7 +220,7 @@ def test_a_rerun_with_another_configuration_stops_with_one_line(report, capsys):
 
     d, _ = report
     args = ["experiment", "run", "--bundle", "toyworld", "--per-split", "2", "--seeds", "2", "--batch-size", "4",
-            "--out", str(d / "report"), "--cache", str(d / "store")]
+            "--steps", str(STEPS), "--out", str(d / "report"), "--cache", str(d / "store")]
     assert main(args + ["--guidance", "5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"ldm-explore: error: {d / 'report'}: made with another configuration (guidance 7.5 -> 5.0); "
@@ -218,7 +230,7 @@ def test_a_rerun_with_another_configuration_stops_with_one_line(report, capsys):
     assert main(args + ["--seeds", "3"]) == 2
     assert "seeds 2 -> 3" in capsys.readouterr().err
     cfg = json.loads((d / "report" / "checkpoint" / "configuration.json").read_text())
-    assert cfg["guidance"] == 7.5 and cfg["steps"] == 15 and len(cfg["layers"]) == 10 and cfg["revision"]
+    assert cfg["guidance"] == 7.5 and cfg["steps"] == STEPS and len(cfg["layers"]) == 10 and cfg["revision"]
     assert cfg["seeds"] == 2
 
 

@@ -16,10 +16,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sd14-fixture")]
 
 @pytest.fixture(scope="module")
 def fixture_env(tmp_path_factory):
+    """The command's main() in this process (a fresh interpreter would import diffusers again; the console
+    entry point runs in tests/test_sd14.py)."""
+    import contextlib
+    import io
+
+    from ldm_explore.backend.cli import main
+
     root = tmp_path_factory.mktemp("sd14")
-    r = cli("fixture", "sd14", "--root", root, "--small", "--only", "pipeline", "depth", "classifier", timeout=600)
-    assert r.returncode == 0, r.stderr
-    env = dict(line.removeprefix("export ").split("=", 1) for line in r.stdout.splitlines() if line.startswith("export"))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["fixture", "sd14", "--root", str(root), "--small", "--only", "pipeline", "depth", "classifier"])
+    assert code == 0, err.getvalue()
+    env = dict(line.removeprefix("export ").split("=", 1) for line in out.getvalue().splitlines()
+               if line.startswith("export"))
     assert set(env) == {"HF_HOME", "TORCH_HOME", "CARVEKIT_CACHE"}
     return root, env
 
@@ -65,7 +75,7 @@ def test_models_are_found_where_the_real_ones_would_be(fixture_caches, capsys):
 
 
 def test_studies_experiment_and_explorer_on_the_fixture(fixture_caches, tmp_path, capsys):
-    """The command's main() in this process (the fixture above came from the console command)."""
+    """The command's main() in this process."""
     from ldm_explore.backend.cli import main
 
     store = tmp_path / "store"
@@ -124,7 +134,7 @@ def test_sd21_v_prediction_with_the_sd14_models(fixture_caches, tmp_path):
 
 @pytest.mark.skipif(not CHEN.exists(), reason="shared reference data not present")
 def test_bad_prompt_files_and_models_are_one_line(fixture_env, tmp_path, monkeypatch, capsys):
-    """The command's own main() in this process (its subprocess entry point is tested above): each bad input
+    """The command's own main() in this process (its console entry point runs in tests/test_sd14.py): each bad input
     ends in one line and exit code 2, before any model is loaded where it can be."""
     from ldm_explore.backend.cli import main
 

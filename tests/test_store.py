@@ -79,7 +79,10 @@ def test_a_store_another_process_is_creating_opens(tmp_path):
     assert json.loads((root / "STORE.json").read_text())["format"]
 
 
-def test_generate_cli_resumes_and_recomputes_a_corrupt_entry(pipe, prompt_csv, tmp_path):
+def test_generate_cli_resumes_and_recomputes_a_corrupt_entry(pipe, prompt_csv, tmp_path, capsys):
+    """The command's main() in this process (its console entry point runs in the writer tests below)."""
+    from ldm_explore.backend.cli import main
+
     cache = tmp_path / "store"
     # two runs stored before (in-process, with the settings the command below uses)
     settings = GenerationSettings(steps=3, layers=resolve_layers(pipe.unet, ["self-attention"]))
@@ -91,11 +94,12 @@ def test_generate_cli_resumes_and_recomputes_a_corrupt_entry(pipe, prompt_csv, t
     # damage one entry, then run the whole file: 4 new + 1 recomputed, 1 reused
     f = store.path(keys[0]) / "activations.safetensors"
     f.write_bytes(f.read_bytes()[:100])
-    r = cli("generate", "--model", pipe.model_id, "--prompts", prompt_csv, "--cache", cache, "--steps", "3",
-            "--layers", "self-attention")
-    assert r.returncode == 0, r.stderr
-    assert "6 runs: 5 generated, 1 already stored" in r.stderr
-    assert "corrupt run-store entry" in r.stderr
+    code = main(["generate", "--model", pipe.model_id, "--prompts", str(prompt_csv), "--cache", str(cache),
+                 "--steps", "3", "--layers", "self-attention"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "6 runs: 5 generated, 1 already stored" in err
+    assert "corrupt run-store entry" in err
     assert len(RunStore(cache).entries()) == 6
 
 

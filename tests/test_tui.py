@@ -333,6 +333,25 @@ def test_a_property_without_its_model_is_shown_as_such(tmp_path):
     asyncio.run(go())
 
 
+def test_a_live_run_stores_what_a_batch_run_stores(tmp_path):
+    """The explorer stores its live previews as the run's x_t images (each step decoded once): the bytes are
+    those a batch run decodes after, for every step."""
+    from ldm_explore.backend.pipeline.generate import generate
+
+    s = ExplorerSession(cache=str(tmp_path / "store"), steps=4)
+    s.read_prompts()
+    s.load()
+    seen = []
+    s.run(s.prompts[0], on_step=lambda i, n, img: seen.append((i, n, img)))
+    stored = s.store.get(s.key(s.prompts[0]))
+    batch = generate(s.bundle.pipe, [s.prompts[0]], s.settings, record=False)[0]
+    assert [(i, n) for i, n, _ in seen] == [(i, 4) for i in range(4)]
+    np.testing.assert_array_equal(np.stack([img for *_, img in seen]), batch.xt_images)
+    np.testing.assert_array_equal(stored.xt_images, batch.xt_images)
+    np.testing.assert_array_equal(stored.x0_images, batch.x0_images)
+    np.testing.assert_array_equal(stored.final, batch.final)
+
+
 def test_letterbox():
     from ldm_explore.tui.widgets.images import letterbox
 

@@ -182,16 +182,22 @@ class ExplorerSession:
             raise UserError("the pipeline is still loading: new runs start once it is loaded")
         pipe = self.bundle.pipe
 
+        previews = []
+
         def live(i, xt, x0):
             if cancelled():
                 raise RunCancelled()
             if on_step is not None:  # the scheduler's own step count (PNDM makes N+1 for N)
-                on_step(i, pipe.num_timesteps, decode_latents(pipe, xt)[0])
+                previews.append(decode_latents(pipe, xt)[0])
+                on_step(i, pipe.num_timesteps, previews[-1])
 
         with self._lock:  # one pipeline, one run at a time
-            r = generate(pipe, [p], self.settings, on_latents=live)[0]
+            # the x_t images are the live previews, decoded once (decode_latents: the bytes a batch run stores)
+            r = generate(pipe, [p], self.settings, on_latents=live, decode=("x0",) if on_step else True)[0]
             if cancelled():
                 raise RunCancelled()
+            if on_step is not None:
+                r.xt_images = np.stack(previews)
             self.store.put(self.key(p), r, self.settings.to_dict(),
                            extra={"model_id": self.bundle.pipe.model_id, "bundle": self.bundle_name})
         return analyse(self.bundle, r, self.probes)
