@@ -1,6 +1,8 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,6 +26,80 @@ def cli(*args, cwd=None, env=None, timeout=300):
     e = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e,
                           timeout=timeout)
+
+
+class ForkedCli:
+    """The command's ``main(args)`` in a forked child of this test process, its stdout and stderr in files of
+    ``folder``: a killed or concurrent writer is a real process, without the ten seconds a fresh interpreter
+    spends importing diffusers (the console script itself runs in the tests that use :func:`cli`). The child
+    starts with Python's default SIGINT and SIGTERM handling, as a fresh process would."""
+
+    def __init__(self, *args, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.stdout, self.stderr = folder / "stdout", folder / "stderr"
+        self.stdout.write_text(""), self.stderr.write_text("")  # there to read from the start
+        self.returncode = None
+        sys.stdout.flush(), sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                for fd, path in ((1, self.stdout), (2, self.stderr)):
+                    os.dup2(os.open(path, os.O_WRONLY | os.O_APPEND), fd)
+                # none of pytest's descriptors (its capture files, xdist's channel) stay open in the child
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+                sys.stdout = open(1, "w", buffering=1, closefd=False)
+                sys.stderr = open(2, "w", buffering=1, closefd=False)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                from ldm_explore.backend.cli import main
+
+                code = main([str(a) for a in args])
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush(), sys.stderr.flush()
+                os._exit(code)
+        self.pid = pid
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)  # -N: killed by signal N
+        return self.returncode
+
+    def send_signal(self, sig) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 300) -> tuple[str, str]:
+        """The exit code is in ``returncode``; returns (stdout, stderr)."""
+        t0 = time.time()
+        while self.poll() is None:
+            if time.time() - t0 > timeout:
+                self.send_signal(signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                raise AssertionError(f"forked `ldm-explore` did not end in {timeout} s: {self.stderr.read_text()}")
+            time.sleep(0.05)
+        return self.stdout.read_text(), self.stderr.read_text()
+
+
+@pytest.fixture
+def fork_cli():
+    """Start :class:`ForkedCli` children; any still running when the test ends (it failed) is killed."""
+    started = []
+
+    def start(*args, folder: Path) -> ForkedCli:
+        started.append(ForkedCli(*args, folder=folder))
+        return started[-1]
+
+    yield start
+    for p in started:
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            os.waitpid(p.pid, 0)
 
 
 def pytest_collection_modifyitems(config, items):

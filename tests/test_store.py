@@ -1,10 +1,7 @@
 """Run store: round trip, atomicity, corruption, killed writers, Ctrl-C, two processes, resume."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -80,7 +77,7 @@ def test_a_store_another_process_is_creating_opens(tmp_path):
 
 
 def test_generate_cli_resumes_and_recomputes_a_corrupt_entry(pipe, prompt_csv, tmp_path, capsys):
-    """The command's main() in this process (its console entry point runs in the writer tests below)."""
+    """The command's main() in this process (its console script runs in test_foreign_folder_is_refused)."""
     from ldm_explore.backend.cli import main
 
     cache = tmp_path / "store"
@@ -103,12 +100,10 @@ def test_generate_cli_resumes_and_recomputes_a_corrupt_entry(pipe, prompt_csv, t
     assert len(RunStore(cache).entries()) == 6
 
 
-def _start(tiny_model, prompts, cache, steps="40"):
-    exe = Path(sys.executable).with_name("ldm-explore")
-    return subprocess.Popen([str(exe), "generate", "--model", str(tiny_model), "--prompts", str(prompts),
-                             "--cache", str(cache), "--steps", steps, "--layers", "self-attention"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def _start(fork_cli, tiny_model, prompts, cache, steps="40"):
+    """``ldm-explore generate`` in a forked child (see conftest.ForkedCli)."""
+    return fork_cli("generate", "--model", tiny_model, "--prompts", prompts, "--cache", cache, "--steps", steps,
+                     "--layers", "self-attention", folder=Path(cache).parent / f"writer-{time.monotonic_ns()}")
 
 
 def _wait_for_entries(cache, n, proc, timeout=120):
@@ -116,7 +111,7 @@ def _wait_for_entries(cache, n, proc, timeout=120):
     while time.time() - t0 < timeout:
         if len(list((Path(cache) / "runs").glob("*/*/*/manifest.json"))) >= n:
             return
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, proc.wait()
         time.sleep(0.05)
     raise AssertionError("no entry appeared")
 
@@ -131,15 +126,15 @@ def _all_valid(cache, steps=40):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_killed_or_interrupted_writer_leaves_no_half_entry(pipe, tiny_model, tmp_path, sig):
+def test_killed_or_interrupted_writer_leaves_no_half_entry(pipe, tiny_model, tmp_path, sig, fork_cli):
     rows = ["prompts,seeds,prompt_inds"] + [f"prompt number {i},{i},{i}" for i in range(40)]
     pf = tmp_path / "p.csv"
     pf.write_text("\n".join(rows) + "\n")
     cache = tmp_path / "store"
-    proc = _start(tiny_model, pf, cache)
+    proc = _start(fork_cli, tiny_model, pf, cache)
     _wait_for_entries(cache, 2, proc)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.wait(timeout=60)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and err.strip().endswith("ldm-explore: interrupted")
         assert "Traceback" not in err
@@ -155,14 +150,14 @@ def test_killed_or_interrupted_writer_leaves_no_half_entry(pipe, tiny_model, tmp
 
 
 @pytest.mark.slow
-def test_two_processes_share_one_store(tiny_model, tmp_path):
+def test_two_processes_share_one_store(tiny_model, tmp_path, fork_cli):
     rows = ["prompts,seeds,prompt_inds"] + [f"prompt number {i},{i},{i}" for i in range(6)]
     pf = tmp_path / "p.csv"
     pf.write_text("\n".join(rows) + "\n")
     cache = tmp_path / "store"
     RunStore(cache)
-    a, b = _start(tiny_model, pf, cache, steps="8"), _start(tiny_model, pf, cache, steps="8")
-    (_, ea), (_, eb) = a.communicate(timeout=300), b.communicate(timeout=300)
+    a, b = _start(fork_cli, tiny_model, pf, cache, steps="8"), _start(fork_cli, tiny_model, pf, cache, steps="8")
+    (_, ea), (_, eb) = a.wait(timeout=300), b.wait(timeout=300)
     assert a.returncode == b.returncode == 0, (ea, eb)
     gen = [int(e.split(" runs: ")[1].split(" generated")[0]) for e in (ea, eb)]
     assert sum(gen) == 6  # every entry computed exactly once

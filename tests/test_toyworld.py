@@ -2,10 +2,7 @@
 and the evaluate command runs."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -127,7 +124,7 @@ def test_evaluate_command_on_a_small_sample(capsys):
 
 
 @pytest.mark.slow
-def test_train_every_stage_resume_and_export(tmp_path, capsys):
+def test_train_every_stage_resume_and_export(tmp_path, capsys, fork_cli):
     """``toyworld train`` end to end on a few scenes and steps: every stage logs and checkpoints, the export is
     a bundle the loader opens and generates with, and a second invocation resumes where the first stopped."""
     w, out = tmp_path / "work", tmp_path / "bundle"
@@ -191,22 +188,18 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys):
         assert code == 2 and err == f"ldm-explore: error: {msg}: must be at least 1", err
     # a second invocation resumes where the first stopped; run in the background, it is stopped with SIGTERM:
     # the stage writes its checkpoint on the way out and the command exits 130
-    exe = Path(sys.executable).with_name("ldm-explore")
-    proc = subprocess.Popen([str(exe), "toyworld", "train", "--workdir", str(w), "--n-train", "24", "--procs", "1",
-                             "--stage", "unet", "--steps", "100000", "--batch", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = fork_cli("toyworld", "train", "--workdir", w, "--n-train", 24, "--procs", 1, "--stage", "unet",
+                    "--steps", 100000, "--batch", 2, folder=tmp_path / "resume")
     ck = w / "unet" / "ckpt.pt"
     before = ck.stat().st_mtime_ns
-    seen = []
-    for line in proc.stdout:  # wait until the stage has resumed and is stepping
-        seen.append(line)
-        if "unet: resumed at step 2" in line:
-            break
+    t0 = time.time()
+    while "unet: resumed at step 2" not in proc.stdout.read_text() + proc.stderr.read_text():  # stepping again
+        assert proc.poll() is None and time.time() - t0 < 120, proc.stderr.read_text()
+        time.sleep(0.1)
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, "".join(seen) + out
+    out, err = proc.wait(timeout=120)
+    assert proc.returncode == 130, out + err
     assert ck.stat().st_mtime_ns > before  # checkpointed on the way out
     assert torch.load(ck, map_location="cpu", weights_only=False)["step"] >= 2
 
