@@ -173,6 +173,8 @@ def test_cancel_on_prompt_switch_and_cache_hit(tmp_path):
             ps = app.session.prompts
             first, second = ps[3], ps[4]
             got = app.main.previews
+            table = app.query_one(PromptTable)
+            table.move_cursor(row=6)  # where a user browsing the table has got to
             app.main.start_run(first)
             await wait_for(pilot, lambda: len(got) >= 2)
             app.main.start_run(second)  # switching cancels the running one
@@ -187,8 +189,8 @@ def test_cancel_on_prompt_switch_and_cache_hit(tmp_path):
             app.main.start_run(second)
             await wait_for(pilot, lambda: app.main.analysis is not None)
             assert got == [] and time.time() - t0 < 5
-            table = app.query_one(PromptTable)
             assert table.get_cell(str(second.index), "cached") == "✓"
+            assert table.cursor_row == 6  # the ✓ column was updated in place: the cursor stayed where it was
         return second
 
     second = asyncio.run(go())

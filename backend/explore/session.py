@@ -193,7 +193,7 @@ class ExplorerSession:
 
         with self._lock:  # one pipeline, one run at a time
             # the x_t images are the live previews, decoded once (decode_latents: the bytes a batch run stores)
-            r = generate(pipe, [p], self.settings, on_latents=live, decode=("x0",) if on_step else True)[0]
+            r = generate(pipe, [p], self.settings, on_latents=live, decode=("x0",) if on_step is not None else True)[0]
             if cancelled():
                 raise RunCancelled()
             if on_step is not None:
