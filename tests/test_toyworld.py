@@ -121,6 +121,17 @@ def test_evaluate_command_on_a_small_sample(capsys):
     assert 15 < res["vae_psnr_db"] < 60 and 0 <= res["gen_class_match"] <= 1
     assert res["classifier_top5"] >= res["classifier_top1"] > 0.5
     assert res["n_renders"] == 30 and res["n_prompts"] == 4
+    # every figure with its 95% interval: Wilson for rates (against scipy's), bootstrap over images for means
+    from scipy.stats import binomtest
+
+    ci = res["ci95"]
+    assert {"mask_dice", "depth_spearman", "shading_pearson", "classifier_top1", "vae_psnr_db",
+            "vae_classifier_top1", "gen_class_match", "gen_count_match"} <= set(ci)
+    for k, (lo, hi) in ci.items():
+        assert lo <= res[k] <= hi, k
+    want = binomtest(round(res["gen_class_match"] * 4), 4).proportion_ci(0.95, method="wilson")
+    assert ci["gen_class_match"] == pytest.approx([want.low, want.high], abs=1e-9)
+    assert ci["vae_psnr_db"][1] - ci["vae_psnr_db"][0] > 0  # 30 images vary
 
 
 @pytest.mark.slow

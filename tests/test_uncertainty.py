@@ -115,3 +115,13 @@ def test_seeds_are_derived_from_the_file_and_stay_in_the_split():
     assert [r.seed for r in runs[:3]] == [10, 10 + SEED_STRIDE, 10 + 2 * SEED_STRIDE]
     assert runs[4].seed == SEED_STRIDE - 1  # wraps within the 32-bit seed range
     assert len({r.run_id for r in runs}) == 6 and with_seeds(ps, 1) == ps
+
+
+def test_wilson_interval_against_scipy():
+    from scipy.stats import binomtest
+
+    from ldm_explore.backend.probing.uncertainty import wilson
+
+    for k, n in ((0, 10), (3, 10), (83, 100), (100, 100), (1, 1)):
+        want = binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert wilson(k, n) == pytest.approx((want.low, want.high), abs=1e-12), (k, n)

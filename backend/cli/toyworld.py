@@ -74,10 +74,12 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(res))
     else:
+        ci = res.pop("ci95")
         for k, v in res.items():
             if isinstance(v, dict):  # depth by floor: "checker 0.9500 (n 114), ..."
                 v = ", ".join(f"{f} {x['mean']:.4f} (n {x['n']})" for f, x in v.items())
-            print(f"{k:24s} {v:.4f}" if isinstance(v, float) else f"{k:24s} {v}")
+            line = f"{k:24s} {v:.4f}" if isinstance(v, float) else f"{k:24s} {v}"
+            print(line + (f"  95% interval {ci[k][0]:.4f}-{ci[k][1]:.4f}" if k in ci else ""))
     return 0
 
 

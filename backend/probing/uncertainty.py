@@ -54,6 +54,21 @@ def bootstrap_ci(x: np.ndarray, b: int = B, level: float = LEVEL, seed: int = SE
     return interval(boot_means(x, resample(len(x), b, seed)), level)
 
 
+def wilson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (keeps inside [0, 1] and stays honest near 0 and 1,
+    where the normal approximation does not)."""
+    from scipy.stats import norm
+
+    if n == 0:
+        return float("nan"), float("nan")
+    z = norm.ppf(1 - (1 - level) / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # at k = 0 and k = n the bound is exactly 0 or 1 (the two terms cancel; floats miss by an ulp)
+    return (0.0 if k == 0 else float(max(0.0, centre - half))), (1.0 if k == n else float(min(1.0, centre + half)))
+
+
 def first_stays(ok: np.ndarray) -> np.ndarray:
     """First step from which ``ok`` (..., S) holds at every later step; S where it does not hold at the last."""
     ok = np.asarray(ok, bool)

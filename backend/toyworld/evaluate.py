@@ -77,6 +77,25 @@ def main_class_of(prompt: str) -> int | None:
     return class_index(colors[0], shapes[0])
 
 
+def intervals(per_item: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """95% intervals of the figures: a proportion (booleans) gets its Wilson interval, a mean over images its
+    percentile bootstrap over the images. They show what the sample size allows: on 100 prompts a match rate
+    of 0.83 is anywhere in about 0.74-0.89, so a bar of 0.85 is not decided by the point alone."""
+    from ..probing.uncertainty import bootstrap_ci, wilson
+
+    out = {}
+    for k, v in per_item.items():
+        v = np.asarray(v)
+        if len(v) == 0:
+            continue
+        if v.dtype == bool:
+            lo, hi = wilson(int(v.sum()), len(v))
+        else:
+            lo, hi = (float(x[0]) for x in bootstrap_ci(v.astype(np.float64)[:, None]))
+        out[k] = [lo, hi]
+    return out
+
+
 @torch.no_grad()
 def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: int = 200, n_timing: int = 5,
              batch: int = 20, progress=None) -> dict:
@@ -87,21 +106,25 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
     progress = progress or (lambda msg: None)
     b = load_bundle("toyworld", device="cpu", bundle_dir=bundle_dir)
     res: dict[str, float] = {}
+    per_item: dict[str, np.ndarray] = {}  # each figure's values per image / prompt, for its interval
     world = bundle_world(bundle_dir)
     progress(f"rendering {n_renders} held-out scenes of world {world}")
     d = render_many(range(EVAL_SEED0, EVAL_SEED0 + n_renders), procs=2 if n_renders >= 200 else 1, world=world)
     est = b.estimators.all(d["rgb"])
-    res["mask_dice"] = float(np.mean([dice_rows(p[None] > 0.5, m)[0] for p, m in zip(est["mask"], d["mask"])]))
-    rho = np.array([spearman_rows(p[None], t)[0] for p, t in zip(est["depth"], d["depth"])])
+    per_item["mask_dice"] = np.array([dice_rows(p[None] > 0.5, m)[0] for p, m in zip(est["mask"], d["mask"])])
+    res["mask_dice"] = float(np.mean(per_item["mask_dice"]))
+    rho = per_item["depth_spearman"] = np.array([spearman_rows(p[None], t)[0] for p, t in zip(est["depth"], d["depth"])])
     res["depth_spearman"] = float(np.mean(rho))
     if world == 2:  # by floor: where depth is hardest to read (a plain floor, none), and how often
         floors = np.array([sample_scene(s, world).floor for s in range(EVAL_SEED0, EVAL_SEED0 + n_renders)])
         res["depth_spearman_by_floor"] = {f: {"mean": float(rho[floors == f].mean()), "n": int((floors == f).sum())}
                                           for f in ("checker", "plain", "none") if (floors == f).any()}
-    res["shading_pearson"] = float(np.mean([pearson_rows(p[None], t)[0] for p, t in zip(est["shading"], d["shading"])]))
+    per_item["shading_pearson"] = np.array([pearson_rows(p[None], t)[0] for p, t in zip(est["shading"], d["shading"])])
+    res["shading_pearson"] = float(np.mean(per_item["shading_pearson"]))
     probs = b.classifier(d["rgb"])
     order = np.argsort(-probs, 1)
-    res["classifier_top1"] = float(np.mean(order[:, 0] == d["cls"]))
+    per_item["classifier_top1"] = order[:, 0] == d["cls"]
+    res["classifier_top1"] = float(np.mean(per_item["classifier_top1"]))
     res["classifier_top5"] = float(np.mean([c in row[:5] for c, row in zip(d["cls"], order)]))
     # the position and count checks on renders, where the answer is known: how far the measure itself can be
     # trusted (with the renderer's mask, and with the estimators' mask as on generated images)
@@ -118,8 +141,10 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
         recs.append(to_uint8(((y.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()))
     rec = np.concatenate(recs)
     mse = ((rec.astype(np.float64) - d["rgb"]) ** 2).mean(axis=(1, 2, 3))
-    res["vae_psnr_db"] = float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
-    res["vae_classifier_top1"] = float(np.mean(b.classifier(rec).argmax(1) == d["cls"]))
+    per_item["vae_psnr_db"] = 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+    res["vae_psnr_db"] = float(np.mean(per_item["vae_psnr_db"]))
+    per_item["vae_classifier_top1"] = b.classifier(rec).argmax(1) == d["cls"]
+    res["vae_classifier_top1"] = float(np.mean(per_item["vae_classifier_top1"]))
 
     # fresh prompts: scenes no training run or prompt file used, with fixed diffusion seeds
     from ..prompts import Prompt
@@ -142,6 +167,8 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
             count.append(cnt)
             if pos is not None:
                 position.append(pos)
+    per_item.update(gen_class_match=np.array(match, bool), gen_position_match=np.array(position, bool),
+                    gen_count_match=np.array(count, bool))
     res["gen_class_match"] = float(np.mean(match))
     res["gen_position_match"] = float(np.mean(position)) if position else None  # no prompt named a place
     res["gen_count_match"] = float(np.mean(count))
@@ -154,4 +181,5 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
         times.append(time.perf_counter() - t)
     res["gen_seconds_per_image"] = float(statistics.median(times))
     res["n_renders"], res["n_prompts"], res["world"] = n_renders, len(ps), world
+    res["ci95"] = intervals(per_item)
     return res
