@@ -28,6 +28,20 @@ def cli(*args, cwd=None, env=None, timeout=300):
                           timeout=timeout)
 
 
+def main_here(*args) -> tuple[int, str, str]:
+    """The command's ``main(args)`` in this process, for fixtures (no capsys there): (exit code, stdout, stderr).
+    A fresh interpreter would spend ten seconds importing diffusers again."""
+    import contextlib
+    import io
+
+    from ldm_explore.backend.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
 class ForkedCli:
     """The command's ``main(args)`` in a forked child of this test process, its stdout and stderr in files of
     ``folder``: a killed or concurrent writer is a real process, without the ten seconds a fresh interpreter
@@ -74,13 +88,18 @@ class ForkedCli:
     def send_signal(self, sig) -> None:
         os.kill(self.pid, sig)
 
+    def kill(self) -> None:
+        """SIGKILL and reap the child if it is still running."""
+        if self.poll() is None:
+            self.send_signal(signal.SIGKILL)
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
     def wait(self, timeout: float = 300) -> tuple[str, str]:
         """The exit code is in ``returncode``; returns (stdout, stderr)."""
         t0 = time.time()
         while self.poll() is None:
             if time.time() - t0 > timeout:
-                self.send_signal(signal.SIGKILL)
-                os.waitpid(self.pid, 0)
+                self.kill()
                 raise AssertionError(f"forked `ldm-explore` did not end in {timeout} s: {self.stderr.read_text()}")
             time.sleep(0.05)
         return self.stdout.read_text(), self.stderr.read_text()
@@ -97,9 +116,7 @@ def fork_cli():
 
     yield start
     for p in started:
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            os.waitpid(p.pid, 0)
+        p.kill()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from conftest import main_here
 from ldm_explore.backend.bundles import load_bundle
 from ldm_explore.backend.experiment.baselines import PRIOR, SOURCES, prior_features, shuffled_unet
 from ldm_explore.backend.probing.emergence import emergence_step, recognition_step
@@ -43,22 +44,14 @@ STEPS = 8  # fewer than the bundle's 15: nothing here depends on the count, and 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    """The command's main() in this process (its console entry point runs in the distributed and sd14-fixture
-    tests): a fresh interpreter would spend ten seconds importing diffusers again."""
-    import contextlib
-    import io
-
-    from ldm_explore.backend.cli import main
-
+    """The command's main() in this process (its console entry point runs in the distributed test)."""
     d = tmp_path_factory.mktemp("exp")
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["experiment", "run", "--bundle", "toyworld", "--per-split", "2", "--seeds", "2",
-                     "--batch-size", "4", "--steps", str(STEPS), "--out", str(d / "report"), "--cache",
-                     str(d / "store"), "--json", "--keep-activations"])
-    assert "keeping activations in" in err.getvalue() and " per run, " in err.getvalue()
-    assert code == 0, err.getvalue()
-    return d, json.loads(out.getvalue())
+    code, out, err = main_here("experiment", "run", "--bundle", "toyworld", "--per-split", 2, "--seeds", 2,
+                               "--batch-size", 4, "--steps", STEPS, "--out", d / "report", "--cache", d / "store",
+                               "--json", "--keep-activations")
+    assert "keeping activations in" in err and " per run, " in err
+    assert code == 0, err
+    return d, json.loads(out)
 
 
 def test_report_folder(report):

@@ -9,27 +9,19 @@ import os
 import numpy as np
 import pytest
 
-from conftest import CHEN, cli
+from conftest import CHEN, main_here
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sd14-fixture")]
 
 
 @pytest.fixture(scope="module")
 def fixture_env(tmp_path_factory):
-    """The command's main() in this process (a fresh interpreter would import diffusers again; the console
-    entry point runs in tests/test_sd14.py)."""
-    import contextlib
-    import io
-
-    from ldm_explore.backend.cli import main
-
+    """The command's main() in this process (the console entry point runs in tests/test_sd14.py)."""
     root = tmp_path_factory.mktemp("sd14")
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["fixture", "sd14", "--root", str(root), "--small", "--only", "pipeline", "depth", "classifier"])
-    assert code == 0, err.getvalue()
-    env = dict(line.removeprefix("export ").split("=", 1) for line in out.getvalue().splitlines()
-               if line.startswith("export"))
+    code, out, err = main_here("fixture", "sd14", "--root", root, "--small", "--only", "pipeline", "depth",
+                               "classifier")
+    assert code == 0, err
+    env = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export"))
     assert set(env) == {"HF_HOME", "TORCH_HOME", "CARVEKIT_CACHE"}
     return root, env
 

@@ -17,8 +17,7 @@ class PromptTable(DataTable):
         self.add_column("seed", key="seed", width=10)
         self.add_column("✓", key="cached", width=2)
 
-    _shown: list[str] = []  # the row keys the table holds, in order
-    _marks: dict[str, str] = {}  # their ✓ column
+    _marks: dict[str, str] = {}  # the rows the table holds, in order (row key -> its ✓ cell); replaced, never mutated
 
     def fill(self, prompts, cached: set[int], query: str = "") -> None:
         """Show the prompts the query matches, ✓ on those in ``cached``. When the rows shown stay the same (a
@@ -26,17 +25,16 @@ class PromptTable(DataTable):
         a refill of 800 rows (every cell measured again, about a second on a slow CPU) is not paid per run."""
         q = query.lower().strip()
         rows = [p for p in prompts if not q or q in p.prompt.lower() or q == str(p.index)]
-        keys = [str(p.index) for p in rows]
         marks = {str(p.index): "✓" if p.index in cached else "" for p in rows}
-        if keys == self._shown and self.row_count == len(keys):
+        if list(marks) == list(self._marks) and self.row_count == len(marks):
             for k, m in marks.items():
-                if self._marks.get(k) != m:
+                if self._marks[k] != m:
                     self.update_cell(k, "cached", m)
         else:
             self.clear()
-            for p, k in zip(rows, keys):
-                self.add_row(str(p.index), p.split or "", p.prompt, str(p.seed), marks[k], key=k)
-        self._shown, self._marks = keys, marks
+            for p, (k, m) in zip(rows, marks.items()):
+                self.add_row(str(p.index), p.split or "", p.prompt, str(p.seed), m, key=k)
+        self._marks = marks
 
 
 class SearchBox(Input):
