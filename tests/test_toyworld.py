@@ -15,7 +15,7 @@ from ldm_explore.backend.pipeline.generate import GenerationSettings, generate, 
 from ldm_explore.backend.pipeline.layers import self_attention_layers
 from ldm_explore.backend.probing.metrics import dice, pearson, spearman
 from ldm_explore.backend.prompts import PromptSet
-from ldm_explore.backend.toyworld.scenes import CLASSES, vocabulary
+from ldm_explore.backend.toyworld.scenes import CLASSES, WORLD, vocabulary
 from ldm_explore.backend.bundles.toyworld import unknown_words
 from ldm_explore.backend.toyworld.evaluate import EVAL_SEED0, main_class_of
 from ldm_explore.backend.toyworld.train import render_many
@@ -104,6 +104,16 @@ def test_classifier_on_fixed_renders(bundle, renders):
     assert len(top) == 5 and top[0][1] >= top[-1][1] and top[0][0] in CLASSES
 
 
+def test_fresh_prompts_are_a_fixed_sequence_outside_the_prompt_file():
+    """``evaluate --first-prompt N`` takes prompts N.. of one fixed sequence: prompt k is the same prompt and seed
+    however many are drawn, so a last evaluation can use prompts no earlier one saw."""
+    from ldm_explore.backend.toyworld.evaluate import fresh_prompts
+
+    a, b = fresh_prompts(2, 6), fresh_prompts(2, 3, first=3)
+    assert [(p.index, p.prompt, p.seed) for p in a[3:]] == [(p.index, p.prompt, p.seed) for p in b]
+    assert len({p.seed for p in a}) == 6 and len({p.prompt for p in a}) > 1 and [p.index for p in b] == [3, 4, 5]
+
+
 def test_evaluate_command_on_a_small_sample(capsys):
     """The command's main() in this process (the console entry point is exercised by the other CLI tests)."""
     from ldm_explore.backend.cli import main
@@ -171,8 +181,12 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys, fork_cli):
         code = main([str(a) for a in args])
         return code, capsys.readouterr().err.strip()
 
-    code, err = run("toyworld", "train", "--workdir", w, "--world", "2", "--stage", "export")
-    assert code == 2 and f"{w / 'world.json'}: this workdir trains world 1, not 2" in err, err
+    # the workdir trained the default world; asking it for the other is refused (--out in tmp: were the check
+    # to fail, the export must not land in the installed bundle)
+    other = 1 if WORLD == 2 else 2
+    code, err = run("toyworld", "train", "--workdir", w, "--world", other, "--stage", "export", "--out", tmp_path / "x")
+    assert code == 2 and f"{w / 'world.json'}: this workdir trains world {WORLD}, not {other}" in err, err
+    assert not (tmp_path / "x").exists()
     code, err = run("toyworld", "train", "--workdir", w, "--steps", "render=3")
     assert code == 2 and "--steps render=3: no stage 'render'" in err
     code, err = run("toyworld", "train", "--workdir", w, "--batch", "unet=0")
@@ -197,6 +211,8 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys, fork_cli):
                       (["generate", "--model", "toyworld", "--prompts", "x.csv", "--steps", "0"], "--steps 0")):
         code, err = run(*args)
         assert code == 2 and err == f"ldm-explore: error: {msg}: must be at least 1", err
+    code, err = run("toyworld", "evaluate", "--first-prompt", "-1")
+    assert code == 2 and err == "ldm-explore: error: --first-prompt -1: must be at least 0", err
     # a second invocation resumes where the first stopped; run in the background, it is stopped with SIGTERM:
     # the stage writes its checkpoint on the way out and the command exits 130
     proc = fork_cli("toyworld", "train", "--workdir", w, "--n-train", 24, "--procs", 1, "--stage", "unet",
@@ -232,32 +248,53 @@ def test_position_and_count_read_back_from_renders():
     assert prompt_followed("a large red sphere on the left, lit from the left", grey, np.zeros((64, 64), bool)) == (False, False)
 
 
-def test_fine_tuning_starts_from_the_shipped_bundle(tmp_path):
+def test_fine_tuning_starts_from_a_bundle(tmp_path):
     """``toyworld train --init-from``: each stage without a checkpoint starts from the bundle's weights; the text
-    encoder keeps every token's row (by token, not by id: the vocabulary grew) and its longer position table
-    starts with the bundle's rows; a stage already checkpointed is left alone."""
+    encoder keeps every token's row (by token, not by id) and its longer position table starts with the bundle's
+    rows; a stage already checkpointed is left alone. The bundle here is the shipped one with an older text side:
+    the vocabulary before world 2's view words ("seen from above", "close up") and a 32-token position table, as
+    the world-1 bundle had, so the new words shift ids."""
+    import shutil
+
     from safetensors.torch import load_file
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from ldm_explore.backend.bundles import toyworld_dir
+    from ldm_explore.backend.pipeline.fixtures import write_char_tokenizer
     from ldm_explore.backend.toyworld import train as T
+    from ldm_explore.backend.toyworld.models import TEXT_CONFIG
+    from ldm_explore.backend.toyworld.scenes import VIEWS
 
-    assert T.seed_from_bundle(tmp_path, toyworld_dir()) == ["vae", "decoder", "estimators", "classifier", "unet"]
-    est = torch.load(tmp_path / "estimators" / "ckpt.pt", weights_only=False)["modules"]["net"]
-    ref = load_file(toyworld_dir() / "estimators.safetensors")
+    src, work = tmp_path / "bundle", tmp_path / "work"
+    shutil.copytree(toyworld_dir(), src)
+    pipe = src / "pipeline"
+    view_words = {w for v in VIEWS for w in v.split()} - set("a on the in left right centre of and lit from front".split())
+    shutil.rmtree(pipe / "tokenizer")
+    d = write_char_tokenizer(tmp_path / "oldtok", words=[w for w in vocabulary() if w not in view_words])
+    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=32)
+    tok.save_pretrained(pipe / "tokenizer")
+    torch.manual_seed(0)
+    cfg = CLIPTextConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, **{**TEXT_CONFIG, "max_position_embeddings": 32})
+    CLIPTextModel(cfg).save_pretrained(pipe / "text_encoder")
+
+    assert T.seed_from_bundle(work, src) == ["vae", "decoder", "estimators", "classifier", "unet"]
+    est = torch.load(work / "estimators" / "ckpt.pt", weights_only=False)["modules"]["net"]
+    ref = load_file(src / "estimators.safetensors")
     assert all(torch.equal(est[k], ref[k]) for k in ref)
-    pipe = toyworld_dir() / "pipeline"
     old = CLIPTextModel.from_pretrained(pipe / "text_encoder").state_dict()
     old_vocab = CLIPTokenizer.from_pretrained(pipe / "tokenizer").get_vocab()
-    u = torch.load(tmp_path / "unet" / "ckpt.pt", weights_only=False)
+    u = torch.load(work / "unet" / "ckpt.pt", weights_only=False)
     new = u["modules"]["text"]
-    new_vocab = CLIPTokenizer(str(tmp_path / "tokenizer" / "vocab.json"), str(tmp_path / "tokenizer" / "merges.txt")).get_vocab()
+    new_vocab = CLIPTokenizer(str(work / "tokenizer" / "vocab.json"), str(work / "tokenizer" / "merges.txt")).get_vocab()
     key = next(k for k in new if k.endswith("token_embedding.weight"))
     moved = [t for t in old_vocab if t in new_vocab and old_vocab[t] != new_vocab[t]]
     assert moved  # the new words shifted ids: rows must follow their tokens
     for t in moved[:20] + ["red</w>"]:
         assert torch.equal(new[key][new_vocab[t]], old[key][old_vocab[t]].float()), t
+    fresh = [t for t in new_vocab if t not in old_vocab]  # the view words: they start at the mean embedding
+    assert "above</w>" in fresh and torch.allclose(new[key][new_vocab["above</w>"]], old[key].float().mean(0))
     pos = next(k for k in new if k.endswith("position_embedding.weight"))
     assert new[pos].shape[0] > old[pos].shape[0] and torch.equal(new[pos][: old[pos].shape[0]], old[pos].float())
     assert u["step"] == 0 and u["opt"] is None and u["extra"]["scale"] == pytest.approx(0.4558, abs=1e-3)
-    assert T.seed_from_bundle(tmp_path, toyworld_dir()) == []
+    assert T.seed_from_bundle(work, src) == []

@@ -37,6 +37,9 @@ def add_parsers(sub) -> dict:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--n-renders", type=int, default=500)
     p.add_argument("--n-prompts", type=int, default=200)
+    p.add_argument("--first-prompt", type=int, default=0, metavar="N",
+                   help="the fresh prompts are N, N+1, ... of the evaluation's own sequence (default 0): a later "
+                        "evaluation can use prompts no earlier one has seen, e.g. the last before shipping")
     p.add_argument("--bundle-dir", default=None, help="a bundle folder other than the shipped one (e.g. a fresh export)")
     p = tws.add_parser("samples", help="PNG grid of generated test-prompt samples beside their prompts")
     p.add_argument("--out", default="docs/toyworld-samples.png")
@@ -69,8 +72,10 @@ def run(args) -> int:
     from ..toyworld.evaluate import evaluate
 
     say = (lambda m: None) if args.json else (lambda m: print(f"... {m}", file=sys.stderr))
+    if args.first_prompt < 0:
+        raise UserError(f"--first-prompt {args.first_prompt}: must be at least 0")
     res = evaluate(Path(args.bundle_dir) if args.bundle_dir else toyworld_dir(), args.n_renders, args.n_prompts,
-                   progress=say)
+                   progress=say, first_prompt=args.first_prompt)
     if args.json:
         print(json.dumps(res))
     else:

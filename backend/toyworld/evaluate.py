@@ -96,9 +96,22 @@ def intervals(per_item: dict[str, np.ndarray]) -> dict[str, list[float]]:
     return out
 
 
+def fresh_prompts(world: int, n: int, first: int = 0) -> list:
+    """Prompts ``first`` .. ``first + n - 1`` of the evaluation's own sequence (scene seeds from
+    ``FRESH_PROMPT_SEED0``, each with a fixed diffusion seed): the same prompt at the same place whatever ``n``."""
+    from ..prompts import Prompt
+
+    seeds = np.random.default_rng(FRESH_PROMPT_SEED0).integers(0, 2**31 - 1, first + n)
+    return [Prompt(i, sample_scene(FRESH_PROMPT_SEED0 + i, world).prompt, int(seeds[i]), "eval")
+            for i in range(first, first + n)]
+
+
 @torch.no_grad()
 def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: int = 200, n_timing: int = 5,
-             batch: int = 20, progress=None) -> dict:
+             batch: int = 20, progress=None, first_prompt: int = 0) -> dict:
+    """Every figure of the bundle in ``bundle_dir``: the estimators, classifier and VAE on ``n_renders`` held-out
+    renders, generation on ``n_prompts`` fresh prompts (``first_prompt``, ``first_prompt`` + 1, ... of the
+    evaluation's own sequence: no prompt file or training run holds them), each with its 95% interval."""
     from ..bundles import load_bundle
     from ..pipeline.generate import GenerationSettings, generate, to_uint8
     from ..prompts import PromptSet
@@ -147,11 +160,7 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
     res["vae_classifier_top1"] = float(np.mean(per_item["vae_classifier_top1"]))
 
     # fresh prompts: scenes no training run or prompt file used, with fixed diffusion seeds
-    from ..prompts import Prompt
-
-    seeds = np.random.default_rng(FRESH_PROMPT_SEED0).integers(0, 2**31 - 1, n_prompts)
-    ps = [Prompt(i, sample_scene(FRESH_PROMPT_SEED0 + i, world).prompt, int(seeds[i]), "eval")
-          for i in range(n_prompts)]
+    ps = fresh_prompts(world, n_prompts, first_prompt)
     settings = GenerationSettings(steps=15, guidance=7.5)
     match, mask_ok, position, count = [], [], [], []
     for i in range(0, len(ps), batch):
@@ -180,6 +189,6 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
         generate(b.pipe, [p], settings, record=False, decode=False)
         times.append(time.perf_counter() - t)
     res["gen_seconds_per_image"] = float(statistics.median(times))
-    res["n_renders"], res["n_prompts"], res["world"] = n_renders, len(ps), world
+    res["n_renders"], res["n_prompts"], res["first_prompt"], res["world"] = n_renders, len(ps), first_prompt, world
     res["ci95"] = intervals(per_item)
     return res
