@@ -1,13 +1,17 @@
 """How much of a toyworld's layout a spatial prior gives away, on renders (no model involved).
 
-    python benchmarks/toyworld_prior.py [--world 2] [--train 2000] [--test 400]
+    python benchmarks/toyworld_prior.py [--world 2] [--train 2000] [--test 400] [--generated N]
 
 The experiment's spatial-prior baseline is a ridge probe on one-hot 16x16 cell positions: it predicts each
 cell's training mean, the same map for every image. This computes that map from the renderer's exact labels
 of ``--train`` training scenes (cell means, 4x4 pixels per cell) and scores it on ``--test`` held-out scenes
 the way the report does: depth by Spearman per image, the mask by Dice of the map cut at 0.5. The issue's
 bounds for a world whose layout is not given away: depth <= 0.4, mask <= 0.3. The experiment's own figures
-use the estimators' labels of generated images, so they can differ a little.
+use the estimators' labels of generated images. ``--generated N`` measures how far apart those are: it also
+scores the depth prior made from the estimators' maps of the training renders on (a) their maps of the
+held-out renders and (b) their maps of the shipped bundle's images for N fresh evaluation prompts (from prompt
+600 of ``toyworld evaluate``'s sequence), overall and by the view the prompt names. If the model's images vary
+less than the world's, (b) is well above (a).
 """
 
 import argparse
@@ -24,6 +28,8 @@ def main():
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--test", type=int, default=400)
     ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--generated", type=int, default=0, metavar="N",
+                    help="also score the prior on the shipped bundle's images for N fresh prompts")
     a = ap.parse_args()
     tr = render_many(range(TRAIN_SEED0, TRAIN_SEED0 + a.train), a.procs, a.world)
     te = render_many(range(EVAL_SEED0, EVAL_SEED0 + a.test), a.procs, a.world)
@@ -38,6 +44,40 @@ def main():
     print(f"world {a.world}: spatial prior from {a.train} training renders, scored on {a.test} held-out renders")
     print(f"  depth Spearman {np.nanmean(sp):.3f} (bound 0.4); mask Dice {np.mean(dice):.3f} (bound 0.3); "
           f"highest cell mean of the mask {cell_mean(tr['mask']).max():.2f}, mask cover {te['mask'].mean():.3f}")
+    if a.generated:
+        generated(a, tr, te, cell_mean)
+
+
+def generated(a, tr, te, cell_mean):
+    from ldm_explore.backend.bundles import load_bundle
+    from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
+    from ldm_explore.backend.toyworld.evaluate import bundle_world, fresh_prompts
+
+    b = load_bundle("toyworld", device="cpu")
+    if bundle_world(None) != a.world:
+        raise SystemExit(f"--generated: the shipped bundle is world {bundle_world(None)}, not {a.world}")
+    prior = cell_mean(b.estimators.depth(tr["rgb"]))
+    ps = fresh_prompts(a.world, a.generated, 600)
+    imgs = []
+    for i in range(0, len(ps), 20):
+        imgs += [r.final for r in generate(b.pipe, ps[i:i + 20], GenerationSettings(steps=15, guidance=7.5),
+                                           record=False, decode=False)]
+
+    def per_image(maps):
+        return np.array([spearmanr(prior.ravel(), m.ravel().astype(np.float64))[0] for m in maps])
+
+    def view(p):
+        return "seen from above" if "seen from above" in p else "close up" if "close up" in p else "no view named"
+
+    sets = {"held-out renders": (per_image(b.estimators.depth(te["rgb"])), [view(p) for p in te["prompt"]]),
+            f"generated, {len(ps)} fresh prompts": (per_image(b.estimators.depth(np.stack(imgs))),
+                                                   [view(p.prompt) for p in ps])}
+    print("depth prior from the estimators' maps of the training renders, Spearman on the estimators' maps of:")
+    for name, (rho, views) in sets.items():
+        views = np.array(views)
+        by = ", ".join(f"{v} {np.nanmean(rho[views == v]):.3f} (n {(views == v).sum()})"
+                       for v in ("seen from above", "close up", "no view named") if (views == v).any())
+        print(f"  {name}: {np.nanmean(rho):.3f}; {by}")
 
 
 if __name__ == "__main__":

@@ -118,9 +118,8 @@ def test_evaluate_command_on_a_small_sample(capsys):
     """The command's main() in this process (the console entry point is exercised by the other CLI tests)."""
     from ldm_explore.backend.cli import main
 
-    # on the world-2 work in progress (in the repository): the world-2 figures, depth by floor among them
-    wip = Path(__file__).resolve().parents[1] / "training" / "toyworld2-wip"
-    assert main(["toyworld", "evaluate", "--json", "--n-renders", "30", "--n-prompts", "4", "--bundle-dir", str(wip)]) == 0
+    # on the shipped bundle (world 2): the world-2 figures, depth by floor among them
+    assert main(["toyworld", "evaluate", "--json", "--n-renders", "30", "--n-prompts", "4"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["world"] == 2 and sum(x["n"] for x in res["depth_spearman_by_floor"].values()) == 30
     for k in ("vae_psnr_db", "mask_dice", "depth_spearman", "shading_pearson", "classifier_top1",
