@@ -11,7 +11,8 @@ use the estimators' labels of generated images. ``--generated N`` measures how f
 scores the depth prior made from the estimators' maps of the training renders on (a) their maps of the
 held-out renders and (b) their maps of the shipped bundle's images for N fresh evaluation prompts (from prompt
 600 of ``toyworld evaluate``'s sequence), overall and by the view the prompt names. If the model's images vary
-less than the world's, (b) is well above (a).
+less than the world's, (b) is well above (a). It prints the images' mean colour beside the renders' too, and
+the generated latents' channel means beside the encoded renders' (where the colour goes wrong).
 """
 
 import argparse
@@ -63,6 +64,8 @@ def generated(a, tr, te, cell_mean):
         imgs += [r.final for r in generate(b.pipe, ps[i:i + 20], GenerationSettings(steps=15, guidance=7.5),
                                            record=False, decode=False)]
 
+    gen = np.stack(imgs)
+
     def per_image(maps):
         return np.array([spearmanr(prior.ravel(), m.ravel().astype(np.float64))[0] for m in maps])
 
@@ -70,14 +73,37 @@ def generated(a, tr, te, cell_mean):
         return "seen from above" if "seen from above" in p else "close up" if "close up" in p else "no view named"
 
     sets = {"held-out renders": (per_image(b.estimators.depth(te["rgb"])), [view(p) for p in te["prompt"]]),
-            f"generated, {len(ps)} fresh prompts": (per_image(b.estimators.depth(np.stack(imgs))),
+            f"generated, {len(ps)} fresh prompts": (per_image(b.estimators.depth(gen)),
                                                    [view(p.prompt) for p in ps])}
+    for name, x in (("held-out renders", te["rgb"]), ("generated", gen)):  # the model's colour, beside the world's
+        x = x.astype(np.float64)
+        print(f"  {name}: mean RGB {x.reshape(-1, 3).mean(0).round(1)}, share of pixels with G > R + 20: "
+              f"{(x[..., 1] > x[..., 0] + 20).mean():.2f}")
+    latent_means(b, ps[:20], te["rgb"][:200])
     print("depth prior from the estimators' maps of the training renders, Spearman on the estimators' maps of:")
     for name, (rho, views) in sets.items():
         views = np.array(views)
         by = ", ".join(f"{v} {np.nanmean(rho[views == v]):.3f} (n {(views == v).sum()})"
                        for v in ("seen from above", "close up", "no view named") if (views == v).any())
         print(f"  {name}: {np.nanmean(rho):.3f}; {by}")
+
+
+def latent_means(b, ps, rgb):
+    """The generated latents' channel means beside the encoded renders' (both times the VAE's scaling factor), and
+    the generated images' mean colour once their channel means are moved to the renders': where the model's
+    colour goes wrong."""
+    import torch
+
+    pipe, sf = b.pipe, b.pipe.vae.config.scaling_factor
+    with torch.no_grad():
+        gl = pipe([p.prompt for p in ps], num_inference_steps=15, guidance_scale=7.5, output_type="latent",
+                  generator=torch.Generator().manual_seed(0)).images.float()
+        rl = pipe.vae.encode(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1).latent_dist.mean * sf
+        moved = gl - gl.mean((0, 2, 3), keepdim=True) + rl.mean((0, 2, 3), keepdim=True)
+        rgb_of = lambda z: ((pipe.vae.decode(z / sf).sample.clamp(-1, 1) + 1) * 127.5).mean((0, 2, 3)).numpy()
+        print(f"  latent channel means: encoded renders {rl.mean((0, 2, 3)).numpy().round(2)}, generated "
+              f"{gl.mean((0, 2, 3)).numpy().round(2)} ({len(ps)} prompts); generated images' mean RGB "
+              f"{rgb_of(gl).round(1)}, with the channel means moved to the renders' {rgb_of(moved).round(1)}")
 
 
 if __name__ == "__main__":
