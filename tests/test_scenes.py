@@ -1,6 +1,7 @@
 """The renderer against analytic cases, and its determinism."""
 
 import numpy as np
+import torch
 import pytest
 
 from ldm_explore.backend.toyworld.scenes import (CLASSES, Obj, class_index, project, render, render_seed, sample_scene,
@@ -158,3 +159,25 @@ def test_world_revision_names_the_training_data(tmp_path, capsys):
     assert (tmp_path / "data" / f"train-w2r{WORLD_REVISION[2]}-3.npz").exists() and d["rgb"].any()
     assert "train-w2-3.npz in" in capsys.readouterr().out
     assert T._data_tag(d) != T._data_tag({"rgb": np.zeros((3, 64, 64, 3), np.uint8)})
+
+
+def test_cached_latents_belong_to_one_encoder(tmp_path):
+    """The UNet's cached latents are named after the renders and the VAE's encoder: a VAE stage trained further
+    (another encoder) re-encodes instead of handing the UNet the old encoder's latents; the decoder stage, whose
+    encoder is frozen, keeps the cache."""
+    from ldm_explore.backend.toyworld import train as T
+    from ldm_explore.backend.toyworld.models import make_vae
+
+    d = {"rgb": np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)}
+    torch.manual_seed(0)
+    vae = make_vae()
+    f = T.latents_file(tmp_path, vae, d)
+    with torch.no_grad():
+        vae.decoder.conv_out.weight.add_(1.0)
+        vae.post_quant_conv.bias.add_(1.0)
+    assert T.latents_file(tmp_path, vae, d) == f
+    with torch.no_grad():
+        vae.quant_conv.bias.add_(1.0)
+    assert T.latents_file(tmp_path, vae, d) != f
+    lat, _ = T.encode_latents(tmp_path, vae, d)
+    assert T.latents_file(tmp_path, vae, d).exists() and not f.exists() and lat.shape == (3, 4, 16, 16)

@@ -425,10 +425,28 @@ def _data_tag(data) -> str:
     return h.hexdigest()[:10]
 
 
+def _encoder_tag(vae) -> str:
+    """A short fingerprint of the VAE's encoder (and ``quant_conv``): cached latents belong to one encoder. The
+    decoder is left out, so the decoder stage's fine-tuning keeps the cache (its encoder is frozen)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name, v in sorted(vae.state_dict().items()):
+        if name.startswith(("encoder.", "quant_conv.")):
+            h.update(name.encode())
+            h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:10]
+
+
+def latents_file(workdir: Path, vae, data) -> Path:
+    """Where the latents of ``data`` under ``vae``'s encoder are cached: a retrained encoder never reuses them."""
+    return workdir / "unet" / f"latents-{len(data['rgb'])}-{_data_tag(data)}-{_encoder_tag(vae)}.npz"
+
+
 @torch.no_grad()
 def encode_latents(workdir: Path, vae, data) -> tuple[np.ndarray, float]:
     """Cache the VAE posterior means of every training image (float16) and the scaling factor."""
-    f = workdir / "unet" / f"latents-{len(data['rgb'])}-{_data_tag(data)}.npz"
+    f = latents_file(workdir, vae, data)
     if f.exists():
         with np.load(f) as z:
             return z["latents"], float(z["scale"])
