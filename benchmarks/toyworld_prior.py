@@ -59,12 +59,10 @@ def generated(a, tr, te, cell_mean):
         raise SystemExit(f"--generated: the shipped bundle is world {bundle_world(None)}, not {a.world}")
     prior = cell_mean(b.estimators.depth(tr["rgb"]))
     ps = fresh_prompts(a.world, a.generated, 600)
-    imgs = []
-    for i in range(0, len(ps), 20):
-        imgs += [r.final for r in generate(b.pipe, ps[i:i + 20], GenerationSettings(steps=15, guidance=7.5),
-                                           record=False, decode=False)]
-
-    gen = np.stack(imgs)
+    runs = [r for i in range(0, len(ps), 20)
+            for r in generate(b.pipe, ps[i:i + 20], GenerationSettings(steps=15, guidance=7.5), record=False,
+                              decode=False)]
+    gen = np.stack([r.final for r in runs])
 
     def per_image(maps):
         return np.array([spearmanr(prior.ravel(), m.ravel().astype(np.float64))[0] for m in maps])
@@ -79,7 +77,7 @@ def generated(a, tr, te, cell_mean):
         x = x.astype(np.float64)
         print(f"  {name}: mean RGB {x.reshape(-1, 3).mean(0).round(1)}, share of pixels with G > R + 20: "
               f"{(x[..., 1] > x[..., 0] + 20).mean():.2f}")
-    latent_means(b, ps[:20], te["rgb"][:200])
+    latent_means(b, np.stack([r.latents[-1] for r in runs]), te["rgb"][:200])
     print("depth prior from the estimators' maps of the training renders, Spearman on the estimators' maps of:")
     for name, (rho, views) in sets.items():
         views = np.array(views)
@@ -88,21 +86,20 @@ def generated(a, tr, te, cell_mean):
         print(f"  {name}: {np.nanmean(rho):.3f}; {by}")
 
 
-def latent_means(b, ps, rgb):
-    """The generated latents' channel means beside the encoded renders' (both times the VAE's scaling factor), and
-    the generated images' mean colour once their channel means are moved to the renders': where the model's
-    colour goes wrong."""
+def latent_means(b, final_latents, rgb):
+    """The generated runs' final latents' channel means beside the encoded renders' (both times the VAE's scaling
+    factor), and the generated images' mean colour once their channel means are moved to the renders': where the
+    model's colour goes wrong."""
     import torch
 
     pipe, sf = b.pipe, b.pipe.vae.config.scaling_factor
     with torch.no_grad():
-        gl = pipe([p.prompt for p in ps], num_inference_steps=15, guidance_scale=7.5, output_type="latent",
-                  generator=torch.Generator().manual_seed(0)).images.float()
+        gl = torch.from_numpy(final_latents).float()
         rl = pipe.vae.encode(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1).latent_dist.mean * sf
         moved = gl - gl.mean((0, 2, 3), keepdim=True) + rl.mean((0, 2, 3), keepdim=True)
         rgb_of = lambda z: ((pipe.vae.decode(z / sf).sample.clamp(-1, 1) + 1) * 127.5).mean((0, 2, 3)).numpy()
         print(f"  latent channel means: encoded renders {rl.mean((0, 2, 3)).numpy().round(2)}, generated "
-              f"{gl.mean((0, 2, 3)).numpy().round(2)} ({len(ps)} prompts); generated images' mean RGB "
+              f"{gl.mean((0, 2, 3)).numpy().round(2)}; generated images' mean RGB "
               f"{rgb_of(gl).round(1)}, with the channel means moved to the renders' {rgb_of(moved).round(1)}")
 
 
