@@ -104,7 +104,7 @@ def test_classifier_on_fixed_renders(bundle, renders):
     assert len(top) == 5 and top[0][1] >= top[-1][1] and top[0][0] in CLASSES
 
 
-def test_fresh_prompts_are_a_fixed_sequence_outside_the_prompt_file():
+def test_fresh_prompts_are_one_fixed_sequence():
     """``evaluate --first-prompt N`` takes prompts N.. of one fixed sequence: prompt k is the same prompt and seed
     however many are drawn, so a last evaluation can use prompts no earlier one saw."""
     from ldm_explore.backend.toyworld.evaluate import fresh_prompts
@@ -262,14 +262,13 @@ def test_fine_tuning_starts_from_a_bundle(tmp_path):
     from ldm_explore.backend.pipeline.fixtures import write_char_tokenizer
     from ldm_explore.backend.toyworld import train as T
     from ldm_explore.backend.toyworld.models import TEXT_CONFIG
-    from ldm_explore.backend.toyworld.scenes import VIEWS
+    from ldm_explore.backend.toyworld.scenes import view_words
 
     src, work = tmp_path / "bundle", tmp_path / "work"
     shutil.copytree(toyworld_dir(), src)
     pipe = src / "pipeline"
-    view_words = {w for v in VIEWS for w in v.split()} - set("a on the in left right centre of and lit from front".split())
     shutil.rmtree(pipe / "tokenizer")
-    d = write_char_tokenizer(tmp_path / "oldtok", words=[w for w in vocabulary() if w not in view_words])
+    d = write_char_tokenizer(tmp_path / "oldtok", words=[w for w in vocabulary() if w not in view_words()])
     tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), model_max_length=32)
     tok.save_pretrained(pipe / "tokenizer")
     torch.manual_seed(0)

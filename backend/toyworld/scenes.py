@@ -276,8 +276,16 @@ def describe(sc: Scene) -> str:
     return f"{head}, lit from the {sc.light}"
 
 
+GRAMMAR_WORDS = tuple("a on the in left right centre of and lit from front".split())  # the prompts' other words
+
+
+def view_words() -> set[str]:
+    """The words only a named view brings ("seen", "above", "close", "up"): world 2's additions to the vocabulary."""
+    return {w for v in VIEWS for w in v.split()} - set(GRAMMAR_WORDS)
+
+
 def vocabulary() -> list[str]:
-    words = set("a on the in left right centre of and lit from front".split()) | {w for v in VIEWS for w in v.split()}
+    words = set(GRAMMAR_WORDS) | view_words()
     words |= set(COLORS) | set(SHAPES) | set(SIZES)
     return sorted(words)
 
