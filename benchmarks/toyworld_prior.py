@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--generated", type=int, default=0, metavar="N",
                     help="also score the prior on the shipped bundle's images for N fresh prompts")
     a = ap.parse_args()
+    if a.generated < 0:
+        ap.exit(2, f"toyworld_prior.py: --generated {a.generated}: must be at least 0\n")
     tr = render_many(range(TRAIN_SEED0, TRAIN_SEED0 + a.train), a.procs, a.world)
     te = render_many(range(EVAL_SEED0, EVAL_SEED0 + a.test), a.procs, a.world)
 
