@@ -1,6 +1,6 @@
 """How much of a toyworld's layout a spatial prior gives away, on renders (no model involved).
 
-    python benchmarks/toyworld_prior.py [--world 2] [--train 2000] [--test 400] [--generated N]
+    python benchmarks/toyworld_prior.py [--world 2] [--train 2000] [--test 400] [--generated N] [--bundle-dir DIR]
 
 The experiment's spatial-prior baseline is a ridge probe on one-hot 16x16 cell positions: it predicts each
 cell's training mean, the same map for every image. This computes that map from the renderer's exact labels
@@ -9,7 +9,7 @@ the way the report does: depth by Spearman per image, the mask by Dice of the ma
 bounds for a world whose layout is not given away: depth <= 0.4, mask <= 0.3. The experiment's own figures
 use the estimators' labels of generated images. ``--generated N`` measures how far apart those are: it also
 scores the depth prior made from the estimators' maps of the training renders on (a) their maps of the
-held-out renders and (b) their maps of the shipped bundle's images for N fresh evaluation prompts (from prompt
+held-out renders and (b) their maps of the shipped bundle's (or ``--bundle-dir``'s) images for N fresh evaluation prompts (from prompt
 600 of ``toyworld evaluate``'s sequence), overall and by the view the prompt names. If the model's images vary
 less than the world's, (b) is well above (a). It prints the images' mean colour beside the renders' too, and
 the generated latents' channel means beside the encoded renders' (where the colour goes wrong).
@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--generated", type=int, default=0, metavar="N",
                     help="also score the prior on the shipped bundle's images for N fresh prompts")
+    ap.add_argument("--bundle-dir", default=None, help="with --generated: a bundle folder other than the shipped one")
     a = ap.parse_args()
     if a.generated < 0:
         ap.exit(2, f"toyworld_prior.py: --generated {a.generated}: must be at least 0\n")
@@ -56,9 +57,9 @@ def generated(a, tr, te, cell_mean):
     from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
     from ldm_explore.backend.toyworld.evaluate import bundle_world, fresh_prompts
 
-    b = load_bundle("toyworld", device="cpu")
-    if bundle_world(None) != a.world:
-        raise SystemExit(f"--generated: the shipped bundle is world {bundle_world(None)}, not {a.world}")
+    b = load_bundle("toyworld", device="cpu", bundle_dir=a.bundle_dir)
+    if bundle_world(a.bundle_dir) != a.world:
+        raise SystemExit(f"--generated: the bundle is world {bundle_world(a.bundle_dir)}, not {a.world}")
     prior = cell_mean(b.estimators.depth(tr["rgb"]))
     ps = fresh_prompts(a.world, a.generated, 600)
     runs = [r for i in range(0, len(ps), 20)

@@ -161,6 +161,7 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys, fork_cli):
         assert (w / stage / "ckpt.pt").exists()
     assert "export" in r.out + r.err and "total" in r.out + r.err
     assert "vae: batch 1" in r.out + r.err and "unet: batch 2" in r.out + r.err  # --batch: N for all, then STAGE=N
+    assert "unet: latents centred" in r.out + r.err  # a fresh UNet trains on centred latents
     # the classifier trains after the decoder, on renders and (half of each batch) the decoder's reconstructions
     assert "classifier: 50% of each batch VAE reconstructions (decoder at step 2)" in r.out + r.err
     assert "acc_rec" in json.loads((w / "classifier" / "log.jsonl").read_text().splitlines()[-1])
@@ -176,6 +177,22 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys, fork_cli):
     assert torch.equal(sd["decoder.conv_out.weight"], dec_ck["decoder.conv_out.weight"])
     assert not torch.equal(sd["decoder.conv_out.weight"], vae_ck["decoder.conv_out.weight"])
     assert json.loads((out / "TRAINING.json").read_text())["decoder_steps"] == 2
+    # the UNet learnt centred latents: the exported VAE encodes the training renders to channel means of 0 and
+    # (times its scaling factor) unit spread, and decodes them to what the workdir's uncentred VAE does
+    from ldm_explore.backend.toyworld import train as T
+
+    data = T.dataset(w, 24, 1)
+    x = torch.from_numpy(data["rgb"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    vae, k = b.pipe.vae.float(), b.pipe.vae.config.scaling_factor
+    raw, _ = T.load_vae(w)
+    with torch.no_grad():
+        z, z_raw = vae.encode(x).latent_dist.mean, raw.encode(x).latent_dist.mean
+        assert (z * k).mean(dim=(0, 2, 3)).abs().max() < 0.02 and float((z * k).std()) == pytest.approx(1, abs=0.02)
+        shift = json.loads((out / "TRAINING.json").read_text())["vae_latent_shift"]
+        assert shift == torch.load(w / "unet" / "ckpt.pt", weights_only=False)["extra"]["shift"]
+        assert torch.allclose(z_raw - z, torch.tensor(shift).view(1, -1, 1, 1), atol=1e-4)
+        assert max(abs(v) for v in shift) > 0.01  # an untrained encoder's means: the test would see a no-op
+        assert torch.allclose(vae.decode(z).sample, raw.decode(z_raw).sample, atol=1e-4)
     def run(*args):  # the command's main() in this process: the error paths need no fresh interpreter each
         code = main([str(a) for a in args])
         return code, capsys.readouterr().err.strip()
@@ -294,5 +311,57 @@ def test_fine_tuning_starts_from_a_bundle(tmp_path):
     assert "above</w>" in fresh and torch.allclose(new[key][new_vocab["above</w>"]], old[key].float().mean(0))
     pos = next(k for k in new if k.endswith("position_embedding.weight"))
     assert new[pos].shape[0] > old[pos].shape[0] and torch.equal(new[pos][: old[pos].shape[0]], old[pos].float())
-    assert u["step"] == 0 and u["opt"] is None and u["extra"]["scale"] == pytest.approx(0.4558, abs=1e-3)
+    scale = json.loads((pipe / "vae" / "config.json").read_text())["scaling_factor"]
+    assert u["step"] == 0 and u["opt"] is None and u["extra"]["scale"] == scale
+    # where its UNet came from stays on record: the bundle's own step count goes into the export's TRAINING.json
+    assert u["extra"]["init_unet_steps"] == json.loads((src / "TRAINING.json").read_text())["unet_steps"]
+    # a bundle whose VAE is centred (its TRAINING.json says by how much) goes on in its own latent space
+    assert u["extra"]["shift"] == [0.0] * 4
     assert T.seed_from_bundle(work, src) == []
+
+    # a bundle from before centring (no vae_latent_shift): its first fine-tuning step moves to centred latents,
+    # with the channel means and spread of this workdir's encoder on its renders; resuming keeps them
+    info = json.loads((src / "TRAINING.json").read_text())
+    del info["vae_latent_shift"]
+    (src / "TRAINING.json").write_text(json.dumps(info))
+    old_work = tmp_path / "old"
+    T.seed_from_bundle(old_work, src)
+    assert "shift" not in torch.load(old_work / "unet" / "ckpt.pt", weights_only=False)["extra"]
+    data = T.dataset(old_work, 6, 1, world=WORLD)
+    T.train_unet(old_work, data, 1, batch=2)
+    vae, _ = T.load_vae(old_work)
+    lat, _ = T.encode_latents(old_work, vae, data)
+    shift, scale = T.latent_stats(lat)
+    e = torch.load(old_work / "unet" / "ckpt.pt", weights_only=False)["extra"]
+    assert e["shift"] == shift and e["scale"] == scale and e["scale"] != info["vae_scaling_factor"]
+    T.train_unet(old_work, data, 2, batch=2)
+    assert torch.load(old_work / "unet" / "ckpt.pt", weights_only=False)["extra"] == e
+
+
+def test_latent_centring_keeps_the_vae():
+    """``centre_vae`` moves the encoder's posterior means by -shift and the decoder adds it back (checked on an
+    untrained VAE with a made-up shift, against a copy left as it was); ``latent_stats`` is each channel's mean
+    and 1 / the spread around them (checked against numpy over the whole array at once)."""
+    import copy
+
+    from ldm_explore.backend.toyworld import train as T
+    from ldm_explore.backend.toyworld.models import make_vae
+
+    torch.manual_seed(0)
+    vae = make_vae().eval()
+    moved, shift = copy.deepcopy(vae), [0.7, -0.8, 1.0, 3.0]
+    T.centre_vae(moved, shift)
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        a, b = vae.encode(x).latent_dist, moved.encode(x).latent_dist
+        assert torch.allclose(a.mean - b.mean, torch.tensor(shift).view(1, 4, 1, 1), atol=1e-5)
+        assert torch.allclose(a.logvar, b.logvar)
+        assert torch.allclose(vae.decode(a.mean).sample, moved.decode(b.mean).sample, atol=1e-5)
+        assert not torch.allclose(vae.decode(b.mean).sample, moved.decode(b.mean).sample, atol=1e-3)
+    lat = (np.random.default_rng(0).normal(size=(2100, 4, 8, 8)) * [[[0.5]], [[1]], [[2]], [[0.7]]]
+           + np.array([1, -2, 0, 3])[:, None, None]).astype(np.float16)
+    shift, scale = T.latent_stats(lat)
+    f = lat.astype(np.float64)
+    want = f.mean(axis=(0, 2, 3))
+    assert shift == pytest.approx(want, abs=1e-6)
+    assert scale == pytest.approx(1 / (f - want[:, None, None]).std(), rel=1e-6)

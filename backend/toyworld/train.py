@@ -460,8 +460,32 @@ def encode_latents(workdir: Path, vae, data) -> tuple[np.ndarray, float]:
     lat = np.concatenate(out)
     scale = float(1.0 / lat.astype(np.float32).std())
     atomic_save_npz(f, latents=lat, scale=np.float32(scale))
-    log(f"encoded {len(lat)} latents in {time.time() - t:.0f} s, scaling factor {scale:.4f}")
+    log(f"encoded {len(lat)} latents in {time.time() - t:.0f} s (raw latents' spread {1 / scale:.4f})")
     return lat, scale
+
+
+def latent_stats(lat: np.ndarray) -> tuple[list[float], float]:
+    """The latent space the UNet is trained in: each channel's mean over the training latents (``shift``, in the
+    encoder's units) and the scaling factor that gives the centred latents unit spread. The VAE's raw latents
+    have channel means of up to twice their spread; a sampler that starts from zero-mean noise does not move them
+    that far (the generated images' colours and layouts drift toward the noise's mean), so the UNet sees the
+    latents centred and the export folds ``shift`` into the VAE (:func:`centre_vae`)."""
+    shift = lat.astype(np.float32).mean(axis=(0, 2, 3), dtype=np.float64)
+    spread = np.sqrt(sum(float(((lat[i:i + 1024].astype(np.float32) - shift[:, None, None]) ** 2).sum())
+                         for i in range(0, len(lat), 1024)) / lat.size)
+    return [float(v) for v in shift], float(1.0 / spread)
+
+
+@torch.no_grad()
+def centre_vae(vae, shift) -> None:
+    """Fold a latent channel shift into the VAE in place: the encoder's posterior means move by ``-shift``
+    (``quant_conv``'s bias) and the decoder adds it back (``post_quant_conv``'s bias), so ``decode(encode(x))``
+    is unchanged and the VAE stays an ordinary diffusers ``AutoencoderKL`` (SD's pipeline, untouched, samples in
+    the centred space)."""
+    d = torch.as_tensor(shift, dtype=vae.post_quant_conv.weight.dtype)
+    c = d.numel()
+    vae.quant_conv.bias[:c] -= d.to(vae.quant_conv.bias)
+    vae.post_quant_conv.bias += (vae.post_quant_conv.weight[:, :, 0, 0] @ d).to(vae.post_quant_conv.bias)
 
 
 class EMA:
@@ -492,8 +516,9 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
     torch.manual_seed(4)
     tok = make_tokenizer(workdir / "tokenizer")
     vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
-    lat, scale = encode_latents(workdir, vae, data)
+    lat, _ = encode_latents(workdir, vae, data)
     del vae
+    shift, scale = latent_stats(lat)
     ids = tok(list(data["prompt"]), padding="max_length", max_length=MAX_TOKENS, truncation=True,
               return_tensors="pt").input_ids
     empty = tok([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
@@ -503,8 +528,17 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     st = Stage(workdir, "unet", {"unet": unet, "text": te, "ema_unet": ema_u, "ema_text": ema_t}, opt,
-               extra={"scale": scale})
-    scale = st.extra["scale"]  # a run started from a bundle keeps the bundle's latent scaling
+               extra={})
+    if "shift" not in st.extra:
+        if st.step:  # a checkpoint from before centring: it goes on in the space it was trained in
+            st.extra["shift"] = [0.0] * len(shift)
+        else:  # a fresh run, or one started from a bundle whose VAE is not centred: train in the centred space
+            st.extra.update(scale=scale, shift=shift)
+            log(f"unet: latents centred (the encoder's channel means, times the scaling factor: "
+                f"{', '.join(f'{v * scale:.2f}' for v in shift)}, moved to 0), scaling factor {scale:.4f}")
+    # a run started from a centred bundle keeps the bundle's latent space (seeded with shift 0 and its scale)
+    scale = st.extra["scale"]
+    shift_t = torch.tensor(st.extra["shift"], dtype=torch.float32).view(1, -1, 1, 1)
     sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
     ac = sched.alphas_cumprod
     snr = (ac / (1 - ac)).to(device)
@@ -518,7 +552,7 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
         for g in opt.param_groups:
             g["lr"] = _lr(step, lr, warmup=300)
         idx = torch.from_numpy(rng.integers(0, n, batch))
-        x0 = lat_t[idx].to(device).float() * scale
+        x0 = (lat_t[idx].float() - shift_t).to(device) * scale
         tid = ids[idx.to(device)].clone()
         drop = torch.from_numpy(rng.random(batch) < 0.1).to(device)
         tid[drop] = empty[0]
@@ -559,6 +593,8 @@ def export_bundle(workdir: Path, out: Path | None = None, world: int = WORLD) ->
     tok = make_tokenizer(workdir / "tokenizer")
     vae, decoder_steps = load_vae(workdir)
     s = load_checkpoint(workdir, "unet")
+    shift = s["extra"].get("shift", [0.0] * vae.config.latent_channels)
+    centre_vae(vae, shift)
     vae.register_to_config(scaling_factor=float(s["extra"]["scale"]))
     unet, te = make_unet(), make_text_encoder(tok)
     unet.load_state_dict(s["modules"]["ema_unet"])
@@ -575,7 +611,9 @@ def export_bundle(workdir: Path, out: Path | None = None, world: int = WORLD) ->
     tw.save_net(cls, out / "classifier.safetensors", "classifier", CLASSES)
     write_prompt_file(out / "prompts.csv", world=world)
     (out / "TRAINING.json").write_text(json.dumps({
-        "world": world, "unet_steps": s["step"], "init": _init_name(s["extra"].get("init")), "decoder_steps": decoder_steps, "vae_scaling_factor": s["extra"]["scale"],
+        "world": world, "unet_steps": s["step"], "init": _init_name(s["extra"].get("init")),
+        "init_unet_steps": s["extra"].get("init_unet_steps"), "decoder_steps": decoder_steps, "vae_scaling_factor": s["extra"]["scale"],
+        "vae_latent_shift": shift,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }, indent=1))
     log(f"exported bundle to {out} (UNet at step {s['step']})")
@@ -658,7 +696,14 @@ def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
         unet = UNet2DConditionModel.from_pretrained(pipe_dir / "unet").float().state_dict()
         te = _text_encoder_by_token(pipe_dir, workdir)
         scale = float(json.loads((pipe_dir / "vae" / "config.json").read_text())["scaling_factor"])
-        return {"unet": unet, "text": te, "ema_unet": unet, "ema_text": te}, {"scale": scale}
+        extra = {"scale": scale}
+        f = bundle_dir / "TRAINING.json"
+        info = json.loads(f.read_text()) if f.exists() else {}
+        if "vae_latent_shift" in info:  # its VAE is centred already
+            extra["shift"] = [0.0] * len(info["vae_latent_shift"])
+        if "unet_steps" in info:
+            extra["init_unet_steps"] = info["unet_steps"]
+        return {"unet": unet, "text": te, "ema_unet": unet, "ema_text": te}, extra
 
     put("unet", unet_and_text)
     return seeded
