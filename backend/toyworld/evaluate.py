@@ -12,7 +12,7 @@ import torch
 
 from ..probing.metrics import dice_rows, pearson_rows, spearman_rows
 from .scenes import COLORS, SHAPES, SLOTS, WORLD, class_index, sample_scene
-from .train import EVAL_SEED0, render_many
+from .train import EVAL_SEED0, render_many, training_info
 
 FRESH_PROMPT_SEED0 = 30_000_000  # evaluation prompts: drawn fresh, never in the prompt file nor in training
 MIN_OBJECT_PIXELS = 8  # a colour counts as an object from this many masked pixels (of 64 x 64)
@@ -59,12 +59,10 @@ def prompt_followed(prompt: str, img: np.ndarray, mask: np.ndarray) -> tuple[boo
 
 
 def bundle_world(bundle_dir: Path | None) -> int:
-    import json
-
     from ..bundles import toyworld_dir
 
-    f = Path(bundle_dir or toyworld_dir()) / "TRAINING.json"
-    return int(json.loads(f.read_text()).get("world", 1)) if f.exists() else WORLD
+    info = training_info(bundle_dir or toyworld_dir())
+    return int(info.get("world", 1)) if info else WORLD
 
 
 def main_class_of(prompt: str) -> int | None:

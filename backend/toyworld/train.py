@@ -470,7 +470,7 @@ def latent_stats(lat: np.ndarray) -> tuple[list[float], float]:
     have channel means of up to twice their spread; a sampler that starts from zero-mean noise does not move them
     that far (the generated images' colours and layouts drift toward the noise's mean), so the UNet sees the
     latents centred and the export folds ``shift`` into the VAE (:func:`centre_vae`)."""
-    shift = lat.astype(np.float32).mean(axis=(0, 2, 3), dtype=np.float64)
+    shift = lat.mean(axis=(0, 2, 3), dtype=np.float64)  # no float copy of the whole array, as for the spread
     spread = np.sqrt(sum(float(((lat[i:i + 1024].astype(np.float32) - shift[:, None, None]) ** 2).sum())
                          for i in range(0, len(lat), 1024)) / lat.size)
     return [float(v) for v in shift], float(1.0 / spread)
@@ -576,6 +576,12 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
 
 # --------------------------------------------------------------------------------------------------
 # export
+
+def training_info(bundle_dir: Path) -> dict:
+    """A bundle's ``TRAINING.json`` (what :func:`export_bundle` wrote: world, steps, latent shift), or ``{}``."""
+    f = Path(bundle_dir) / "TRAINING.json"
+    return json.loads(f.read_text()) if f.exists() else {}
+
 
 def _init_name(init: str | None) -> str | None:
     """The bundle a fine-tuning run started from, as TRAINING.json records it (no machine's paths)."""
@@ -697,8 +703,7 @@ def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
         te = _text_encoder_by_token(pipe_dir, workdir)
         scale = float(json.loads((pipe_dir / "vae" / "config.json").read_text())["scaling_factor"])
         extra = {"scale": scale}
-        f = bundle_dir / "TRAINING.json"
-        info = json.loads(f.read_text()) if f.exists() else {}
+        info = training_info(bundle_dir)
         if "vae_latent_shift" in info:  # its VAE is centred already
             extra["shift"] = [0.0] * len(info["vae_latent_shift"])
         if "unet_steps" in info:
