@@ -35,6 +35,9 @@ def main():
     a = ap.parse_args()
     if a.generated < 0:
         ap.exit(2, f"toyworld_prior.py: --generated {a.generated}: must be at least 0\n")
+    if a.bundle_dir and not a.generated:
+        ap.exit(2, f"toyworld_prior.py: --bundle-dir {a.bundle_dir}: only with --generated N\n")
+    b = open_bundle(ap, a) if a.generated else None  # before the renders: a wrong folder stops at once
     tr = render_many(range(TRAIN_SEED0, TRAIN_SEED0 + a.train), a.procs, a.world)
     te = render_many(range(EVAL_SEED0, EVAL_SEED0 + a.test), a.procs, a.world)
 
@@ -49,17 +52,28 @@ def main():
     print(f"  depth Spearman {np.nanmean(sp):.3f} (bound 0.4); mask Dice {np.mean(dice):.3f} (bound 0.3); "
           f"highest cell mean of the mask {cell_mean(tr['mask']).max():.2f}, mask cover {te['mask'].mean():.3f}")
     if a.generated:
-        generated(a, tr, te, cell_mean)
+        generated(a, b, tr, te, cell_mean)
 
 
-def generated(a, tr, te, cell_mean):
+def open_bundle(ap, a):
+    """The bundle whose images ``--generated`` scores; a missing folder or another world: one line, exit 2."""
     from ldm_explore.backend.bundles import load_bundle
-    from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
-    from ldm_explore.backend.toyworld.evaluate import bundle_world, fresh_prompts
+    from ldm_explore.backend.errors import UserError
+    from ldm_explore.backend.toyworld.evaluate import bundle_world
 
-    b = load_bundle("toyworld", device="cpu", bundle_dir=a.bundle_dir)
+    try:
+        b = load_bundle("toyworld", device="cpu", bundle_dir=a.bundle_dir)
+    except UserError as e:
+        ap.exit(2, f"toyworld_prior.py: {e}\n")
     if bundle_world(a.bundle_dir) != a.world:
-        raise SystemExit(f"--generated: the bundle is world {bundle_world(a.bundle_dir)}, not {a.world}")
+        ap.exit(2, f"toyworld_prior.py: --generated: the bundle is world {bundle_world(a.bundle_dir)}, not {a.world}\n")
+    return b
+
+
+def generated(a, b, tr, te, cell_mean):
+    from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
+    from ldm_explore.backend.toyworld.evaluate import fresh_prompts
+
     prior = cell_mean(b.estimators.depth(tr["rgb"]))
     ps = fresh_prompts(a.world, a.generated, 600)
     runs = [r for i in range(0, len(ps), 20)

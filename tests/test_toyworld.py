@@ -365,3 +365,19 @@ def test_latent_centring_keeps_the_vae():
     want = f.mean(axis=(0, 2, 3))
     assert shift == pytest.approx(want, abs=1e-6)
     assert scale == pytest.approx(1 / (f - want[:, None, None]).std(), rel=1e-6)
+
+
+def test_prior_benchmark_refuses_bad_input_in_one_line(tmp_path):
+    """``benchmarks/toyworld_prior.py``: a bad count, a ``--bundle-dir`` without ``--generated`` or one that is no
+    bundle each stop with one line and exit 2, before any scene is rendered."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "toyworld_prior.py"
+    for args, want in ((["--generated", "-1"], "toyworld_prior.py: --generated -1: must be at least 0"),
+                       (["--bundle-dir", str(tmp_path)], f"toyworld_prior.py: --bundle-dir {tmp_path}: only with --generated N"),
+                       (["--generated", "1", "--bundle-dir", str(tmp_path)],
+                        f"toyworld_prior.py: toyworld bundle: {tmp_path / 'pipeline' / 'model_index.json'} is missing")):
+        r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith(want), r.stderr
