@@ -313,15 +313,24 @@ def test_fine_tuning_starts_from_a_bundle(tmp_path):
     assert new[pos].shape[0] > old[pos].shape[0] and torch.equal(new[pos][: old[pos].shape[0]], old[pos].float())
     scale = json.loads((pipe / "vae" / "config.json").read_text())["scaling_factor"]
     assert u["step"] == 0 and u["opt"] is None and u["extra"]["scale"] == scale
-    # where its UNet came from stays on record: the bundle's own step count goes into the export's TRAINING.json
-    assert u["extra"]["init_unet_steps"] == json.loads((src / "TRAINING.json").read_text())["unet_steps"]
-    # a bundle whose VAE is centred (its TRAINING.json says by how much) goes on in its own latent space
-    assert u["extra"]["shift"] == [0.0] * 4
+    # where its UNet came from stays on record: the steps behind the bundle (its own and its starting bundle's)
+    # go into the export's TRAINING.json, and so do the decoder's
+    info = json.loads((src / "TRAINING.json").read_text())
+    assert u["extra"]["init_unet_steps"] == info["unet_steps"] + info["init_unet_steps"] > info["unet_steps"]
+    assert T.load_vae(work)[1] == info["decoder_steps"] > 0
+    # a bundle whose VAE is centred (its TRAINING.json says by how much) goes on in its own latent space, and the
+    # shift already folded into its VAE stays on record
+    assert u["extra"]["shift"] == [0.0] * 4 and u["extra"]["init_vae_latent_shift"] == info["vae_latent_shift"]
+    again = T.export_bundle(work, tmp_path / "again")  # a chain of fine-tunings keeps the whole record
+    rec = json.loads((again / "TRAINING.json").read_text())
+    assert rec["vae_latent_shift"] == info["vae_latent_shift"] and rec["decoder_steps"] == info["decoder_steps"]
+    assert rec["init_unet_steps"] == u["extra"]["init_unet_steps"] and rec["unet_steps"] == 0
+    vae_a, vae_b = (load_file(d / "pipeline" / "vae" / "diffusion_pytorch_model.safetensors") for d in (src, again))
+    assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a)  # a centred VAE is not centred again
     assert T.seed_from_bundle(work, src) == []
 
     # a bundle from before centring (no vae_latent_shift): its first fine-tuning step moves to centred latents,
     # with the channel means and spread of this workdir's encoder on its renders; resuming keeps them
-    info = json.loads((src / "TRAINING.json").read_text())
     del info["vae_latent_shift"]
     (src / "TRAINING.json").write_text(json.dumps(info))
     old_work = tmp_path / "old"
@@ -381,3 +390,26 @@ def test_prior_benchmark_refuses_bad_input_in_one_line(tmp_path):
         r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert r.stderr.startswith(want), r.stderr
+
+
+def test_ema_follows_its_formula():
+    """The weights exported are the EMA's: shadow = d * shadow + (1 - d) * weights, d = min(decay, (1 + step) /
+    (10 + step)), for every floating tensor (buffers that are not floating are copied)."""
+    from ldm_explore.backend.toyworld.train import EMA
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = EMA(m, decay=0.9)
+    ref = {k: v.detach().clone().double() for k, v in m.state_dict().items()}
+    for step in (0, 5, 500):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn_like(p))
+        m.train()(torch.randn(4, 3))  # moves the running stats and the (integer) batch count
+        d = min(0.9, (1 + step) / (10 + step))
+        ema.update(m, step)
+        for k, v in m.state_dict().items():
+            ref[k] = d * ref[k] + (1 - d) * v.double() if v.is_floating_point() else v.double()
+    for k, v in ema.state_dict().items():
+        assert torch.allclose(v.double(), ref[k], atol=1e-6), k
+    assert ema.state_dict()["1.num_batches_tracked"] == 3

@@ -165,10 +165,10 @@ def _loop(stage: Stage, total: int, minutes: float | None, body, log_every: int 
             losses = body(stage.step)
             stage.step += 1
             n += 1
-            for k, v in losses.items():
-                acc[k] = acc.get(k, 0.0) + float(v)
+            for k, v in losses.items():  # a tensor stays on its device until the log line (no sync a step)
+                acc[k] = acc.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else float(v))
             if stage.step % log_every == 0 or stage.step == total:
-                avg = {k: round(v / n, 5) for k, v in acc.items()}
+                avg = {k: round(float(v) / n, 5) for k, v in acc.items()}
                 stage.log(**avg, s_per_step=round((time.time() - t) / n, 3))
                 log(f"{stage.name} step {stage.step}/{total} {avg} {(time.time() - t) / n:.2f} s/step")
                 acc, n, t = {}, 0, time.time()
@@ -286,7 +286,7 @@ def load_vae(workdir: Path):
     vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
     if (workdir / "decoder" / "ckpt.pt").exists():
         _, s = load_stage_module(workdir, "decoder", "decoder", _decoder_part(vae))
-        return vae, s["step"]
+        return vae, s["step"] + s["extra"].get("init_decoder_steps", 0)  # counting the starting bundle's steps
     return vae, 0
 
 
@@ -444,19 +444,19 @@ def latents_file(workdir: Path, vae, data) -> Path:
 
 
 @torch.no_grad()
-def encode_latents(workdir: Path, vae, data) -> tuple[np.ndarray, float]:
+def encode_latents(workdir: Path, vae, data, device: str = "cpu") -> tuple[np.ndarray, float]:
     """Cache the VAE posterior means of every training image (float16) and the scaling factor."""
     f = latents_file(workdir, vae, data)
     if f.exists():
         with np.load(f) as z:
             return z["latents"], float(z["scale"])
     f.parent.mkdir(parents=True, exist_ok=True)
-    vae.eval()
+    vae.eval().to(device)
     out = []
     t = time.time()
     for i in range(0, len(data["rgb"]), 256):
-        x = torch.from_numpy(data["rgb"][i:i + 256]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        out.append(vae.encode(x).latent_dist.mean.numpy().astype(np.float16))
+        x = torch.from_numpy(data["rgb"][i:i + 256]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        out.append(vae.encode(x).latent_dist.mean.cpu().numpy().astype(np.float16))
     lat = np.concatenate(out)
     scale = float(1.0 / lat.astype(np.float32).std())
     atomic_save_npz(f, latents=lat, scale=np.float32(scale))
@@ -496,10 +496,13 @@ class EMA:
     @torch.no_grad()
     def update(self, module, step):
         d = min(self.decay, (1 + step) / (10 + step))
-        for k, v in module.state_dict().items():
-            if v.is_floating_point():
-                self.shadow[k].mul_(d).add_(v.float(), alpha=1 - d)
-            else:
+        sd = module.state_dict()
+        fk = [k for k, v in sd.items() if v.is_floating_point()]
+        ema = [self.shadow[k] for k in fk]
+        torch._foreach_mul_(ema, d)  # one kernel per group instead of two per tensor: the GPU's launch cost
+        torch._foreach_add_(ema, [sd[k].float() for k in fk], alpha=1 - d)
+        for k, v in sd.items():
+            if not v.is_floating_point():
                 self.shadow[k].copy_(v)
 
     def state_dict(self):
@@ -516,7 +519,7 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
     torch.manual_seed(4)
     tok = make_tokenizer(workdir / "tokenizer")
     vae, _ = load_stage_module(workdir, "vae", "vae", make_vae())
-    lat, _ = encode_latents(workdir, vae, data)
+    lat, _ = encode_latents(workdir, vae, data, device)
     del vae
     shift, scale = latent_stats(lat)
     ids = tok(list(data["prompt"]), padding="max_length", max_length=MAX_TOKENS, truncation=True,
@@ -544,16 +547,17 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
     snr = (ac / (1 - ac)).to(device)
     n = len(lat)
     rng = np.random.default_rng(st.step + 4)
-    lat_t = torch.from_numpy(lat)
+    lat_t = torch.from_numpy(lat).to(device)  # float16: 24,000 latents are 49 MB
+    shift_t = shift_t.to(device)
     unet.train()
     te.train()
 
     def body(step):
         for g in opt.param_groups:
             g["lr"] = _lr(step, lr, warmup=300)
-        idx = torch.from_numpy(rng.integers(0, n, batch))
-        x0 = (lat_t[idx].float() - shift_t).to(device) * scale
-        tid = ids[idx.to(device)].clone()
+        idx = torch.from_numpy(rng.integers(0, n, batch)).to(device)
+        x0 = (lat_t[idx].float() - shift_t) * scale
+        tid = ids[idx].clone()
         drop = torch.from_numpy(rng.random(batch) < 0.1).to(device)
         tid[drop] = empty[0]
         t = torch.randint(0, 1000, (batch,)).to(device)
@@ -569,7 +573,7 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
         opt.step()
         ema_u.update(unet, step)
         ema_t.update(te, step)
-        return {"loss": loss.item()}
+        return {"loss": loss}
 
     return _loop(st, steps, minutes, body, log_every=25), st
 
@@ -619,7 +623,7 @@ def export_bundle(workdir: Path, out: Path | None = None, world: int = WORLD) ->
     (out / "TRAINING.json").write_text(json.dumps({
         "world": world, "unet_steps": s["step"], "init": _init_name(s["extra"].get("init")),
         "init_unet_steps": s["extra"].get("init_unet_steps"), "decoder_steps": decoder_steps, "vae_scaling_factor": s["extra"]["scale"],
-        "vae_latent_shift": shift,
+        "vae_latent_shift": [a + b for a, b in zip(shift, s["extra"].get("init_vae_latent_shift", [0.0] * len(shift)))],
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }, indent=1))
     log(f"exported bundle to {out} (UNet at step {s['step']})")
@@ -692,9 +696,11 @@ def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
         os.replace(f.with_name("ckpt.pt.tmp"), f)
         seeded.append(stage)
 
+    info = training_info(bundle_dir)
     vae = functools.cache(lambda: AutoencoderKL.from_pretrained(pipe_dir / "vae").float())
     put("vae", lambda: ({"vae": vae().state_dict()}, {}))
-    put("decoder", lambda: ({"decoder": _decoder_part(vae()).state_dict()}, {}))
+    put("decoder", lambda: ({"decoder": _decoder_part(vae()).state_dict()},
+                            {"init_decoder_steps": info.get("decoder_steps", 0)}))
     for stage, name in (("estimators", "estimators.safetensors"), ("classifier", "classifier.safetensors")):
         put(stage, lambda name=name: ({"net": load_file(bundle_dir / name)}, {}))
 
@@ -703,11 +709,11 @@ def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
         te = _text_encoder_by_token(pipe_dir, workdir)
         scale = float(json.loads((pipe_dir / "vae" / "config.json").read_text())["scaling_factor"])
         extra = {"scale": scale}
-        info = training_info(bundle_dir)
-        if "vae_latent_shift" in info:  # its VAE is centred already
+        if "vae_latent_shift" in info:  # its VAE is centred already: no further shift, the bundle's on record
             extra["shift"] = [0.0] * len(info["vae_latent_shift"])
-        if "unet_steps" in info:
-            extra["init_unet_steps"] = info["unet_steps"]
+            extra["init_vae_latent_shift"] = info["vae_latent_shift"]
+        if "unet_steps" in info:  # the steps behind the bundle: its own and those of the bundle it started from
+            extra["init_unet_steps"] = info["unet_steps"] + (info.get("init_unet_steps") or 0)
         return {"unet": unet, "text": te, "ema_unet": unet, "ema_text": te}, extra
 
     put("unet", unet_and_text)
@@ -730,6 +736,8 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
     batch = batch or {}
     train = {"vae": train_vae, "estimators": train_estimators, "classifier": train_classifier, "unet": train_unet,
              "decoder": train_decoder}
+    if str(device).startswith("cuda"):  # TF32 matmuls and convolutions: the toy models lose nothing by it
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     t_all = time.time()
     deadline = time.time() + 60 * minutes if minutes else None
     left = lambda: None if deadline is None else max(0.0, (deadline - time.time()) / 60)
