@@ -7,9 +7,9 @@
 # (default: the shipped bundle, itself world 2; any exported bundle folder continues from there). MINUTES
 # (default 8) bounds the whole training run, rendering included; each stage resumes from its checkpoint, so
 # running the script again continues. The bundle is exported to OUT (default: a folder beside the workdir) and,
-# unless EVAL=0, evaluated on fresh prompts 800-999, which no evaluation of the shipped bundle used (0-599 have
-# been, and the prior benchmark generates 600-719); copy it over backend/bundles/toyworld only if it beats the
-# shipped bundle on the same prompts (`ldm-explore toyworld evaluate --json --first-prompt 800`, on the CPU box:
+# unless EVAL=0, evaluated on fresh prompts 1200-1399, which no evaluation of the shipped bundle used (0-599 and
+# 800-1199 have been, and the prior benchmark generates 600-719); copy it over backend/bundles/toyworld only if it
+# beats the shipped bundle on the same prompts (`ldm-explore toyworld evaluate --json --first-prompt 1200`, on the CPU box:
 # the seconds-per-image bar is the CPU's), then rerun the experiment (README).
 #
 # By default only the UNet + text encoder train (STAGES="data unet"): the VAE, decoder, estimators and classifier
@@ -37,5 +37,5 @@ $LDM toyworld train --device "${DEVICE:-cuda}" --world 2 --init-from "$INIT" --w
     --steps unet=200000 --batch unet="${BATCH:-256}" --minutes "$MIN"
 $LDM toyworld train --workdir "$WORK" --n-train "$NTRAIN" --stage export --out "$DEST"
 if [ "${EVAL:-1}" != 0 ]; then
-    $LDM toyworld evaluate --json --bundle-dir "$DEST" --first-prompt 800 | tee "$DEST/EVALUATE.json"
+    $LDM toyworld evaluate --json --bundle-dir "$DEST" --first-prompt 1200 | tee "$DEST/EVALUATE.json"
 fi
