@@ -1,6 +1,7 @@
 """How much of a toyworld's layout a spatial prior gives away, on renders (no model involved).
 
     python benchmarks/toyworld_prior.py [--world 2] [--train 2000] [--test 400] [--generated N] [--bundle-dir DIR]
+                                        [--steps 15] [--guidance 7.5]
 
 The experiment's spatial-prior baseline is a ridge probe on one-hot 16x16 cell positions: it predicts each
 cell's training mean, the same map for every image. This computes that map from the renderer's exact labels
@@ -9,9 +10,11 @@ the way the report does: depth by Spearman per image, the mask by Dice of the ma
 bounds for a world whose layout is not given away: depth <= 0.4, mask <= 0.3. The experiment's own figures
 use the estimators' labels of generated images. ``--generated N`` measures how far apart those are: it also
 scores the depth prior made from the estimators' maps of the training renders on (a) their maps of the
-held-out renders and (b) their maps of the shipped bundle's (or ``--bundle-dir``'s) images for N fresh evaluation prompts (from prompt
-600 of ``toyworld evaluate``'s sequence), overall and by the view the prompt names. If the model's images vary
-less than the world's, (b) is well above (a). It prints the images' mean colour beside the renders' too, and
+held-out renders, (b) their maps of the same renders' VAE reconstructions (what the decoder's softness alone
+does) and (c) their maps of the shipped bundle's (or ``--bundle-dir``'s) images for N fresh evaluation prompts
+(from prompt 600 of ``toyworld evaluate``'s sequence; DDIM ``--steps``, guidance ``--guidance``, the
+experiment's 15 and 7.5 by default), overall and by the view the prompt names. If the model's images vary
+less than the world's, (c) is well above (a) and (b). It prints the images' mean colour beside the renders' too, and
 the generated latents' channel means beside the encoded renders' (where the colour goes wrong).
 """
 
@@ -32,9 +35,18 @@ def main():
     ap.add_argument("--generated", type=int, default=0, metavar="N",
                     help="also score the prior on the shipped bundle's images for N fresh prompts")
     ap.add_argument("--bundle-dir", default=None, help="with --generated: a bundle folder other than the shipped one")
+    ap.add_argument("--guidance", type=float, default=7.5,
+                    help="with --generated: the classifier-free guidance scale (the experiment's is 7.5)")
+    ap.add_argument("--steps", type=int, default=15, help="with --generated: DDIM steps (the experiment's are 15)")
     a = ap.parse_args()
     if a.generated < 0:
         ap.exit(2, f"toyworld_prior.py: --generated {a.generated}: must be at least 0\n")
+    if a.guidance < 0:
+        ap.exit(2, f"toyworld_prior.py: --guidance {a.guidance}: must be at least 0\n")
+    if a.steps < 1:
+        ap.exit(2, f"toyworld_prior.py: --steps {a.steps}: must be at least 1\n")
+    if (a.guidance != 7.5 or a.steps != 15) and not a.generated:
+        ap.exit(2, "toyworld_prior.py: --guidance and --steps: only with --generated N\n")
     if a.bundle_dir and not a.generated:
         ap.exit(2, f"toyworld_prior.py: --bundle-dir {a.bundle_dir}: only with --generated N\n")
     b = open_bundle(ap, a) if a.generated else None  # before the renders: a wrong folder stops at once
@@ -77,7 +89,7 @@ def generated(a, b, tr, te, cell_mean):
     prior = cell_mean(b.estimators.depth(tr["rgb"]))
     ps = fresh_prompts(a.world, a.generated, 600)
     runs = [r for i in range(0, len(ps), 20)
-            for r in generate(b.pipe, ps[i:i + 20], GenerationSettings(steps=15, guidance=7.5), record=False,
+            for r in generate(b.pipe, ps[i:i + 20], GenerationSettings(steps=a.steps, guidance=a.guidance), record=False,
                               decode=False)]
     gen = np.stack([r.final for r in runs])
 
@@ -87,8 +99,11 @@ def generated(a, b, tr, te, cell_mean):
     def view(p):
         return "seen from above" if "seen from above" in p else "close up" if "close up" in p else "no view named"
 
-    sets = {"held-out renders": (per_image(b.estimators.depth(te["rgb"])), [view(p) for p in te["prompt"]]),
-            f"generated, {len(ps)} fresh prompts": (per_image(b.estimators.depth(gen)),
+    views = [view(p) for p in te["prompt"]]
+    sets = {"held-out renders": (per_image(b.estimators.depth(te["rgb"])), views),
+            # the VAE's round trip of the same renders: what the decoder's softness alone does to the figure
+            "their VAE reconstructions": (per_image(b.estimators.depth(reconstruct(b.pipe, te["rgb"]))), views),
+            f"generated, {len(ps)} fresh prompts, {a.steps} steps, guidance {a.guidance:g}": (per_image(b.estimators.depth(gen)),
                                                    [view(p.prompt) for p in ps])}
     for name, x in (("held-out renders", te["rgb"]), ("generated", gen)):  # the model's colour, beside the world's
         x = x.astype(np.float64)
@@ -101,6 +116,19 @@ def generated(a, b, tr, te, cell_mean):
         by = ", ".join(f"{v} {np.nanmean(rho[views == v]):.3f} (n {(views == v).sum()})"
                        for v in ("seen from above", "close up", "no view named") if (views == v).any())
         print(f"  {name}: {np.nanmean(rho):.3f}; {by}")
+
+
+def reconstruct(pipe, rgb):
+    """``rgb`` (N, H, W, 3) uint8 through the bundle's VAE (posterior mean), back as uint8."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(rgb), 100):
+            x = torch.from_numpy(rgb[i:i + 100]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            y = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+            out.append(((y + 1) * 127.5).round().permute(0, 2, 3, 1).numpy().astype(np.uint8))
+    return np.concatenate(out)
 
 
 def latent_means(b, final_latents, rgb):

@@ -377,14 +377,16 @@ def test_latent_centring_keeps_the_vae():
 
 
 def test_prior_benchmark_refuses_bad_input_in_one_line(tmp_path):
-    """``benchmarks/toyworld_prior.py``: a bad count, a ``--bundle-dir`` without ``--generated`` or one that is no
-    bundle each stop with one line and exit 2, before any scene is rendered."""
+    """``benchmarks/toyworld_prior.py``: a bad count, a ``--bundle-dir``, ``--guidance`` or ``--steps`` without
+    ``--generated``, or a folder that is no bundle each stop with one line and exit 2, before any scene is rendered."""
     import subprocess
     import sys
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "toyworld_prior.py"
     for args, want in ((["--generated", "-1"], "toyworld_prior.py: --generated -1: must be at least 0"),
                        (["--bundle-dir", str(tmp_path)], f"toyworld_prior.py: --bundle-dir {tmp_path}: only with --generated N"),
+                       (["--guidance", "3"], "toyworld_prior.py: --guidance and --steps: only with --generated N"),
+                       (["--generated", "1", "--steps", "0"], "toyworld_prior.py: --steps 0: must be at least 1"),
                        (["--generated", "1", "--bundle-dir", str(tmp_path)],
                         f"toyworld_prior.py: toyworld bundle: {tmp_path / 'pipeline' / 'model_index.json'} is missing")):
         r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
