@@ -415,3 +415,19 @@ def test_ema_follows_its_formula():
     for k, v in ema.state_dict().items():
         assert torch.allclose(v.double(), ref[k], atol=1e-6), k
     assert ema.state_dict()["1.num_batches_tracked"] == 3
+
+
+def test_unet_learning_rate_cools_down_to_its_floor():
+    """``--cooldown N``: constant after the warm-up, then linear to 5% over the last N steps of the target, and
+    nothing lower past it (a run that goes on); without it, constant."""
+    from ldm_explore.backend.toyworld.train import unet_lr
+
+    base, total = 1e-3, 10_000
+    assert abs(unet_lr(0, base, total) - base / 300) < 1e-15 and unet_lr(299, base, total) == base
+    assert unet_lr(9_999, base, total) == base  # no cooldown: constant
+    assert unet_lr(7_999, base, total, cooldown=2_000) == base
+    assert abs(unet_lr(9_000, base, total, cooldown=2_000) - base * (0.05 + 0.95 * 0.5)) < 1e-12
+    assert abs(unet_lr(10_000, base, total, cooldown=2_000) - 0.05 * base) < 1e-15
+    assert unet_lr(12_000, base, total, cooldown=2_000) == unet_lr(10_000, base, total, cooldown=2_000)
+    lrs = [unet_lr(s, base, total, cooldown=2_000) for s in range(7_000, 10_001)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))

@@ -21,6 +21,9 @@ def add_parsers(sub) -> dict:
                    help="batch size instead of the stage's own (vae 16 (x4 crops early), estimators 32, classifier 64, "
                         "unet 64, decoder 32): N for the chosen stage(s), or STAGE=N (repeatable); a resumed stage "
                         "may change it, e.g. --batch unet=256 on a large GPU")
+    p.add_argument("--cooldown", type=int, default=0, metavar="N",
+                   help="the UNet's learning rate falls linearly to 5%% of its value over the last N steps before its "
+                        "--steps target (default 0: constant after warm-up); a resumed run keeps to the same schedule")
     p.add_argument("--procs", type=int, default=2, help="processes rendering the training scenes (default 2)")
     p.add_argument("--minutes", type=float, default=None, help="wall-time budget of this invocation; rerun resumes")
     p.add_argument("--n-train", type=int, default=16000, help="training scenes to render (default 16000)")
@@ -90,6 +93,8 @@ def run(args) -> int:
 
 def _train(args) -> int:
     at_least_one(args, "--procs", "--n-train")
+    if args.cooldown < 0:
+        raise UserError(f"--cooldown {args.cooldown}: must be at least 0")
     if args.minutes is not None and args.minutes <= 0:
         raise UserError(f"--minutes {args.minutes:g}: must be more than 0")
     stages = args.stage or list(STAGES)
@@ -102,7 +107,7 @@ def _train(args) -> int:
     init = None if args.init_from is None else toyworld_dir() if args.init_from == "shipped" else Path(args.init_from)
     T.run(Path(args.workdir) if args.workdir else None, stages, steps or None, args.minutes, args.n_train,
           procs=args.procs, out=Path(args.out) if args.out else None, device=str(pick_device(args.device)),
-          world=args.world, init_from=init, batch=batch or None)
+          world=args.world, init_from=init, batch=batch or None, cooldown=args.cooldown)
     return 0
 
 

@@ -512,8 +512,18 @@ class EMA:
         self.shadow = {k: v.to(self.shadow[k].device).clone() for k, v in sd.items()}
 
 
+def unet_lr(step: int, base: float, total: int, cooldown: int = 0, warmup: int = 300, floor: float = 0.05) -> float:
+    """The UNet's learning rate: linear warm-up over ``warmup`` steps, then constant; with ``cooldown``, falling
+    linearly to ``floor`` x ``base`` over the last ``cooldown`` steps before ``total`` (a function of the step
+    alone, so a resumed run keeps to it)."""
+    lr = _lr(step, base, warmup=warmup)
+    if cooldown and step >= total - cooldown:
+        lr *= floor + (1 - floor) * max(0.0, (total - step) / cooldown)
+    return lr
+
+
 def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, lr: float = 5e-4,
-               device: str = "cpu"):
+               device: str = "cpu", cooldown: int = 0):
     from diffusers import DDPMScheduler
 
     torch.manual_seed(4)
@@ -554,7 +564,7 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
 
     def body(step):
         for g in opt.param_groups:
-            g["lr"] = _lr(step, lr, warmup=300)
+            g["lr"] = unet_lr(step, lr, steps, cooldown)
         idx = torch.from_numpy(rng.integers(0, n, batch)).to(device)
         x0 = (lat_t[idx].float() - shift_t) * scale
         tid = ids[idx].clone()
@@ -722,7 +732,8 @@ def seed_from_bundle(workdir: Path, bundle_dir: Path) -> list[str]:
 
 def run(workdir: Path | None = None, stages=None, steps: dict | None = None, minutes: float | None = None,
         n_train: int = 20000, procs: int = 2, out: Path | None = None, device: str = "cpu",
-        world: int | None = None, init_from: Path | None = None, batch: dict | None = None) -> dict:
+        world: int | None = None, init_from: Path | None = None, batch: dict | None = None,
+        cooldown: int = 0) -> dict:
     """Run the given stages in order (default: all), each resuming from its checkpoint; ``init_from`` (a bundle
     folder) starts the stages that have no checkpoint yet from its weights."""
     workdir = Path(workdir or default_workdir())
@@ -754,6 +765,9 @@ def run(workdir: Path | None = None, stages=None, steps: dict | None = None, min
                 kw = {"batch": batch[stage]} if stage in batch else {}  # else the stage's own default
                 if kw:
                     log(f"{stage}: batch {kw['batch']}")
+                if stage == "unet" and cooldown:
+                    kw["cooldown"] = cooldown
+                    log(f"unet: learning rate down to 5% over steps {max(0, steps[stage] - cooldown)}-{steps[stage]}")
                 done[stage], _ = train[stage](workdir, data, steps[stage], left(), device=device, **kw)
             else:
                 if stage == "export":
