@@ -45,7 +45,7 @@ def main():
         ap.exit(2, f"toyworld_prior.py: --guidance {a.guidance}: must be at least 0\n")
     if a.steps < 1:
         ap.exit(2, f"toyworld_prior.py: --steps {a.steps}: must be at least 1\n")
-    if (a.guidance != 7.5 or a.steps != 15) and not a.generated:
+    if (a.guidance != ap.get_default("guidance") or a.steps != ap.get_default("steps")) and not a.generated:
         ap.exit(2, "toyworld_prior.py: --guidance and --steps: only with --generated N\n")
     if a.bundle_dir and not a.generated:
         ap.exit(2, f"toyworld_prior.py: --bundle-dir {a.bundle_dir}: only with --generated N\n")
@@ -84,7 +84,7 @@ def open_bundle(ap, a):
 
 def generated(a, b, tr, te, cell_mean):
     from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
-    from ldm_explore.backend.toyworld.evaluate import fresh_prompts
+    from ldm_explore.backend.toyworld.evaluate import fresh_prompts, vae_reconstruct
 
     prior = cell_mean(b.estimators.depth(tr["rgb"]))
     ps = fresh_prompts(a.world, a.generated, 600)
@@ -102,7 +102,7 @@ def generated(a, b, tr, te, cell_mean):
     views = [view(p) for p in te["prompt"]]
     sets = {"held-out renders": (per_image(b.estimators.depth(te["rgb"])), views),
             # the VAE's round trip of the same renders: what the decoder's softness alone does to the figure
-            "their VAE reconstructions": (per_image(b.estimators.depth(reconstruct(b.pipe, te["rgb"]))), views),
+            "their VAE reconstructions": (per_image(b.estimators.depth(vae_reconstruct(b.pipe.vae, te["rgb"]))), views),
             f"generated, {len(ps)} fresh prompts, {a.steps} steps, guidance {a.guidance:g}": (per_image(b.estimators.depth(gen)),
                                                    [view(p.prompt) for p in ps])}
     for name, x in (("held-out renders", te["rgb"]), ("generated", gen)):  # the model's colour, beside the world's
@@ -116,19 +116,6 @@ def generated(a, b, tr, te, cell_mean):
         by = ", ".join(f"{v} {np.nanmean(rho[views == v]):.3f} (n {(views == v).sum()})"
                        for v in ("seen from above", "close up", "no view named") if (views == v).any())
         print(f"  {name}: {np.nanmean(rho):.3f}; {by}")
-
-
-def reconstruct(pipe, rgb):
-    """``rgb`` (N, H, W, 3) uint8 through the bundle's VAE (posterior mean), back as uint8."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(rgb), 100):
-            x = torch.from_numpy(rgb[i:i + 100]).permute(0, 3, 1, 2).float() / 127.5 - 1
-            y = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-            out.append(((y + 1) * 127.5).round().permute(0, 2, 3, 1).numpy().astype(np.uint8))
-    return np.concatenate(out)
 
 
 def latent_means(b, final_latents, rgb):

@@ -105,13 +105,26 @@ def fresh_prompts(world: int, n: int, first: int = 0) -> list:
 
 
 @torch.no_grad()
+def vae_reconstruct(vae, rgb: np.ndarray, batch: int = 50) -> np.ndarray:
+    """``rgb`` (N, H, W, 3) uint8 through ``vae`` (the posterior mean, decoded), back as uint8."""
+    from ..pipeline.generate import to_uint8
+
+    recs = []
+    for i in range(0, len(rgb), batch):
+        x = torch.from_numpy(rgb[i:i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample
+        recs.append(to_uint8(((y.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()))
+    return np.concatenate(recs)
+
+
+@torch.no_grad()
 def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: int = 200, n_timing: int = 5,
              batch: int = 20, progress=None, first_prompt: int = 0) -> dict:
     """Every figure of the bundle in ``bundle_dir``: the estimators, classifier and VAE on ``n_renders`` held-out
     renders, generation on ``n_prompts`` fresh prompts (``first_prompt``, ``first_prompt`` + 1, ... of the
     evaluation's own sequence: no prompt file or training run holds them), each with its 95% interval."""
     from ..bundles import load_bundle
-    from ..pipeline.generate import GenerationSettings, generate, to_uint8
+    from ..pipeline.generate import GenerationSettings, generate
     from ..prompts import PromptSet
 
     progress = progress or (lambda msg: None)
@@ -144,13 +157,7 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
         res[f"{key}_position_match"] = float(np.mean([a for a, _ in f if a is not None]))
         res[f"{key}_count_match"] = float(np.mean([c for _, c in f]))
     progress("VAE reconstructions")
-    vae = b.pipe.vae
-    recs = []
-    for i in range(0, n_renders, 50):
-        x = torch.from_numpy(d["rgb"][i:i + 50]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        y = vae.decode(vae.encode(x).latent_dist.mean).sample
-        recs.append(to_uint8(((y.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()))
-    rec = np.concatenate(recs)
+    rec = vae_reconstruct(b.pipe.vae, d["rgb"])
     mse = ((rec.astype(np.float64) - d["rgb"]) ** 2).mean(axis=(1, 2, 3))
     per_item["vae_psnr_db"] = 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
     res["vae_psnr_db"] = float(np.mean(per_item["vae_psnr_db"]))

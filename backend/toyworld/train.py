@@ -551,14 +551,13 @@ def train_unet(workdir: Path, data, steps: int, minutes=None, batch: int = 64, l
                 f"{', '.join(f'{v * scale:.2f}' for v in shift)}, moved to 0), scaling factor {scale:.4f}")
     # a run started from a centred bundle keeps the bundle's latent space (seeded with shift 0 and its scale)
     scale = st.extra["scale"]
-    shift_t = torch.tensor(st.extra["shift"], dtype=torch.float32).view(1, -1, 1, 1)
+    shift_t = torch.tensor(st.extra["shift"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
     sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
     ac = sched.alphas_cumprod
     snr = (ac / (1 - ac)).to(device)
     n = len(lat)
     rng = np.random.default_rng(st.step + 4)
     lat_t = torch.from_numpy(lat).to(device)  # float16: 24,000 latents are 49 MB
-    shift_t = shift_t.to(device)
     unet.train()
     te.train()
 
