@@ -95,3 +95,19 @@ def test_cli_lists_a_valid_file(prompt_csv):
     assert r.returncode == 0, r.stderr
     assert "6 prompts, csv format" in r.stdout
     assert "a red cube, number 1" in r.stdout and "number 2" not in r.stdout
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["toyworld", "train", "--cooldown", "x"], "ldm-explore toyworld train: error: argument --cooldown: invalid int value: 'x'"),
+    (["toyworld", "evaluate", "--n-prompts", "x"], "ldm-explore toyworld evaluate: error: argument --n-prompts"),
+    (["prompts"], "ldm-explore prompts: error: the following arguments are required"),
+    (["--no-such-option"], "ldm-explore: error: unrecognized arguments: --no-such-option"),
+])
+def test_argument_errors_are_one_line(argv, want, capsys):
+    """A value argparse itself refuses ends as every user error does: one line on stderr, exit code 2."""
+    from ldm_explore.backend.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(want), err

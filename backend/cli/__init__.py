@@ -15,9 +15,18 @@ from . import experiment, explore, generate, models, prompts, toyworld
 GROUPS = (prompts, generate, experiment, models, explore, toyworld)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (a bad value, an unknown option, a missing argument) as one line and exit code 2, like
+    every other user error, instead of the usage block before it; ``--help`` still prints the usage. Sub-commands'
+    parsers are of this class too (``add_subparsers`` makes them of its parser's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The parser, and the handler of each command."""
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
         prog="ldm-explore",
         description="What does a latent diffusion model know about a scene while it is still noise?",
     )
