@@ -8,17 +8,17 @@ Each count is a prefix of the bundle's prompt file taken split by split (60% tra
 in the file), run in a fresh process with a fresh run store (GNU time's maximum resident set size).
 """
 
-import argparse
 import csv
 import sys
 import tempfile
 from pathlib import Path
 
 from _gnu_time import timed
+from ldm_explore.backend.cli import OneLineParser  # argparse's own errors: one line, exit 2
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--counts", type=int, nargs="+", default=[40, 80, 160])
     a = ap.parse_args()
     from ldm_explore.backend.bundles import TOYWORLD_DIR

@@ -6,16 +6,16 @@ Each count runs in a fresh process (GNU time's maximum resident set size), every
 recorded and stored. Without --model it builds the tests' small random-init SD-shaped pipeline.
 """
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 from _gnu_time import timed
+from ldm_explore.backend.cli import OneLineParser  # argparse's own errors: one line, exit 2
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--counts", type=int, nargs="+", default=[4, 16, 64])
     ap.add_argument("--model", default=None)
     ap.add_argument("--steps", type=int, default=15)

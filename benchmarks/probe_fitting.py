@@ -11,7 +11,6 @@ studies' method is run on a fixed random sample of (layer, step) pairs and its t
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -20,10 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ldm_explore.backend.cli import OneLineParser  # argparse's own errors: one line, exit 2
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--cache", required=True)
     ap.add_argument("--sample", type=int, default=6, help="(layer, step) pairs trained the studies' way")
     ap.add_argument("--epochs", type=int, default=30)

@@ -11,7 +11,6 @@ recording overhead. Prints the medians and their ratio (target: at most 1.10).
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -25,10 +24,11 @@ from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
 from ldm_explore.backend.pipeline.loading import load_pipeline
 from ldm_explore.backend.prompts import Prompt
 from ldm_explore.backend.pipeline.recorder import SELF_ATTENTION_PATTERN, match_layers
+from ldm_explore.backend.cli import OneLineParser  # argparse's own errors: one line, exit 2
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--repeats", type=int, default=7)

@@ -20,7 +20,6 @@ The fixture's weights are random: these figures are about shapes, memory and com
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 from _gnu_time import timed
+from ldm_explore.backend.cli import OneLineParser  # argparse's own errors: one line, exit 2
 
 HERE = Path(__file__).resolve()
 
@@ -157,7 +157,7 @@ def experiment(a) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", required=True, help="the fixture's folder (ldm-explore fixture sd14 --root ...)")
     sub = ap.add_subparsers(dest="what", required=True)
     p = sub.add_parser("rss")

@@ -28,6 +28,8 @@ import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 
+from ldm_explore.backend.cli import OneLineParser  # noqa: E402  (argparse's own errors: one line, exit 2)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -59,7 +61,7 @@ def stored(cache: str) -> None:
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--presses", type=int, default=40)
     ap.add_argument("--stored", metavar="CACHE", help=argparse.SUPPRESS)  # the second pass (internal)
     a = ap.parse_args()
