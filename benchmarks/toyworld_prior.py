@@ -13,21 +13,22 @@ scores the depth prior made from the estimators' maps of the training renders on
 held-out renders, (b) their maps of the same renders' VAE reconstructions (what the decoder's softness alone
 does) and (c) their maps of the shipped bundle's (or ``--bundle-dir``'s) images for N fresh evaluation prompts
 (from prompt 600 of ``toyworld evaluate``'s sequence; DDIM ``--steps``, guidance ``--guidance``, the
-experiment's 15 and 7.5 by default), overall and by the view the prompt names. If the model's images vary
-less than the world's, (c) is well above (a) and (b). It prints the images' mean colour beside the renders' too, and
-the generated latents' channel means beside the encoded renders' (where the colour goes wrong).
+experiment's 15 and 7.5 by default), overall and by the view the prompt names, with the share of each set's
+images that evaluate's view measure judges seen from above. If the model's images vary less than the world's,
+(c) is well above (a) and (b). It prints the images' mean colour beside the renders' too, and the generated
+latents' channel means beside the encoded renders' (where the colour goes wrong).
 """
 
-import argparse
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from ldm_explore.backend.toyworld.train import EVAL_SEED0, TRAIN_SEED0, render_many
+from ldm_explore.backend.cli import OneLineParser  # argparse's own errors: one line, exit 2
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = OneLineParser()
     ap.add_argument("--world", type=int, default=2)
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--test", type=int, default=400)
@@ -84,9 +85,13 @@ def open_bundle(ap, a):
 
 def generated(a, b, tr, te, cell_mean):
     from ldm_explore.backend.pipeline.generate import GenerationSettings, generate
-    from ldm_explore.backend.toyworld.evaluate import fresh_prompts, vae_reconstruct
+    from ldm_explore.backend.toyworld.evaluate import (ViewMeasure, fresh_prompts, named_view, seen_from_above,
+                                                       vae_reconstruct)
+    from ldm_explore.backend.toyworld.scenes import VIEWS
 
-    prior = cell_mean(b.estimators.depth(tr["rgb"]))
+    train_maps = b.estimators.depth(tr["rgb"])
+    prior = cell_mean(train_maps)
+    vm = ViewMeasure(train_maps, seen_from_above(range(TRAIN_SEED0, TRAIN_SEED0 + a.train), a.world))
     ps = fresh_prompts(a.world, a.generated, 600)
     runs = [r for i in range(0, len(ps), 20)
             for r in generate(b.pipe, ps[i:i + 20], GenerationSettings(steps=a.steps, guidance=a.guidance), record=False,
@@ -97,26 +102,26 @@ def generated(a, b, tr, te, cell_mean):
         return np.array([spearmanr(prior.ravel(), m.ravel().astype(np.float64))[0] for m in maps])
 
     def view(p):
-        return "seen from above" if "seen from above" in p else "close up" if "close up" in p else "no view named"
+        return named_view(p) or "no view named"
 
     views = [view(p) for p in te["prompt"]]
-    sets = {"held-out renders": (per_image(b.estimators.depth(te["rgb"])), views),
+    sets = {"held-out renders": (b.estimators.depth(te["rgb"]), views),
             # the VAE's round trip of the same renders: what the decoder's softness alone does to the figure
-            "their VAE reconstructions": (per_image(b.estimators.depth(vae_reconstruct(b.pipe.vae, te["rgb"]))), views),
-            f"generated, {len(ps)} fresh prompts, {a.steps} steps, guidance {a.guidance:g}": (per_image(b.estimators.depth(gen)),
-                                                   [view(p.prompt) for p in ps])}
+            "their VAE reconstructions": (b.estimators.depth(vae_reconstruct(b.pipe.vae, te["rgb"])), views),
+            f"generated, {len(ps)} fresh prompts, {a.steps} steps, guidance {a.guidance:g}":
+                (b.estimators.depth(gen), [view(p.prompt) for p in ps])}
     for name, x in (("held-out renders", te["rgb"]), ("generated", gen)):  # the model's colour, beside the world's
         x = x.astype(np.float64)
         print(f"  {name}: mean RGB {x.reshape(-1, 3).mean(0).round(1)}, share of pixels with G > R + 20: "
               f"{(x[..., 1] > x[..., 0] + 20).mean():.2f}")
     latent_means(b, np.stack([r.latents[-1] for r in runs]), te["rgb"][:200])
-    print("depth prior from the estimators' maps of the training renders, Spearman on the estimators' maps of:")
-    for name, (rho, views) in sets.items():
-        views = np.array(views)
-        by = ", ".join(f"{v} {np.nanmean(rho[views == v]):.3f} (n {(views == v).sum()})"
-                       for v in ("seen from above", "close up", "no view named") if (views == v).any())
+    print("depth prior from the estimators' maps of the training renders, Spearman on the estimators' maps of each "
+          "set; by the view the prompt names, with the share of images evaluate's view measure judges seen from above:")
+    for name, (maps, views) in sets.items():
+        rho, up, views = per_image(maps), vm.above(maps), np.array(views)
+        by = ", ".join(f"{v} {np.nanmean(rho[views == v]):.3f}, above {up[views == v].mean():.2f} "
+                       f"(n {(views == v).sum()})" for v in (*VIEWS, "no view named") if (views == v).any())
         print(f"  {name}: {np.nanmean(rho):.3f}; {by}")
-
 
 def latent_means(b, final_latents, rgb):
     """The generated runs' final latents' channel means beside the encoded renders' (both times the VAE's scaling

@@ -18,7 +18,7 @@ from ldm_explore.backend.prompts import PromptSet
 from ldm_explore.backend.toyworld.scenes import CLASSES, WORLD, vocabulary
 from ldm_explore.backend.bundles.toyworld import unknown_words
 from ldm_explore.backend.toyworld.evaluate import EVAL_SEED0, main_class_of
-from ldm_explore.backend.toyworld.train import render_many
+from ldm_explore.backend.toyworld.train import TRAIN_SEED0, render_many
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,9 @@ def test_evaluate_command_on_a_small_sample(capsys):
     assert res["world"] == 2 and sum(x["n"] for x in res["depth_spearman_by_floor"].values()) == 30
     for k in ("vae_psnr_db", "mask_dice", "depth_spearman", "shading_pearson", "classifier_top1",
               "classifier_top5", "vae_classifier_top1", "gen_class_match", "gen_position_match", "gen_count_match",
-              "render_position_match", "render_count_match", "gen_mask_ok", "gen_seconds_per_image"):
+              "render_position_match", "render_count_match", "gen_mask_ok", "gen_seconds_per_image",
+              "render_view_above_match", "render_unnamed_above_share", "world_unnamed_above_share",
+              "gen_view_match", "gen_unnamed_above_share"):
         assert k in res, k
     assert res["render_count_match"] >= 0.9
     assert 15 < res["vae_psnr_db"] < 60 and 0 <= res["gen_class_match"] <= 1
@@ -245,6 +247,24 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys, fork_cli):
     assert proc.returncode == 130, out + err
     assert ck.stat().st_mtime_ns > before  # checkpointed on the way out
     assert torch.load(ck, map_location="cpu", weights_only=False)["step"] >= 2
+
+
+def test_view_measure_reads_the_camera_from_renders():
+    """``toyworld evaluate``'s view measure (seen from above or not, from the estimators' depth map), fit on 600
+    training renders, judges held-out renders as the renderer's camera says; a prompt's named view is followed only
+    by an image judged to match it."""
+    from ldm_explore.backend.toyworld.evaluate import ViewMeasure, seen_from_above, view_followed
+
+    est = load_bundle("toyworld", device="cpu").estimators
+    train, test = range(TRAIN_SEED0, TRAIN_SEED0 + 600), range(EVAL_SEED0, EVAL_SEED0 + 150)
+    maps, test_maps = (est.depth(render_many(s, procs=2, world=2)["rgb"]) for s in (train, test))
+    labels, truth = seen_from_above(train, 2), seen_from_above(test, 2)
+    assert 0.3 < truth.mean() < 0.7 and np.mean(ViewMeasure(maps, labels).above(test_maps) == truth) >= 0.85
+    assert np.mean(ViewMeasure(maps, ~labels).above(test_maps) == truth) <= 0.15  # taught the opposite: as wrong
+    p = "a large red sphere on the left, {}lit from the left"
+    assert view_followed(p.format("seen from above, "), True) and not view_followed(p.format("seen from above, "), False)
+    assert view_followed(p.format("close up, "), False) and not view_followed(p.format("close up, "), True)
+    assert view_followed(p.format(""), True) is None
 
 
 def test_position_and_count_read_back_from_renders():
@@ -377,13 +397,16 @@ def test_latent_centring_keeps_the_vae():
 
 
 def test_prior_benchmark_refuses_bad_input_in_one_line(tmp_path):
-    """``benchmarks/toyworld_prior.py``: a bad count, a ``--bundle-dir``, ``--guidance`` or ``--steps`` without
-    ``--generated``, or a folder that is no bundle each stop with one line and exit 2, before any scene is rendered."""
+    """``benchmarks/toyworld_prior.py``: a bad count, a value argparse cannot read, a ``--bundle-dir``,
+    ``--guidance`` or ``--steps`` without ``--generated``, or a folder that is no bundle each stop with one line and
+    exit 2, before any scene is rendered (argparse's own errors through the CLI's OneLineParser, as in every
+    benchmark)."""
     import subprocess
     import sys
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "toyworld_prior.py"
     for args, want in ((["--generated", "-1"], "toyworld_prior.py: --generated -1: must be at least 0"),
+                       (["--generated", "x"], "toyworld_prior.py: error: argument --generated: invalid int value"),
                        (["--bundle-dir", str(tmp_path)], f"toyworld_prior.py: --bundle-dir {tmp_path}: only with --generated N"),
                        (["--guidance", "3"], "toyworld_prior.py: --guidance and --steps: only with --generated N"),
                        (["--generated", "1", "--steps", "0"], "toyworld_prior.py: --steps 0: must be at least 1"),
