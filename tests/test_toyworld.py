@@ -125,7 +125,7 @@ def test_evaluate_command_on_a_small_sample(capsys):
     for k in ("vae_psnr_db", "mask_dice", "depth_spearman", "shading_pearson", "classifier_top1",
               "classifier_top5", "vae_classifier_top1", "gen_class_match", "gen_position_match", "gen_count_match",
               "render_position_match", "render_count_match", "gen_mask_ok", "gen_seconds_per_image",
-              "render_view_above_match", "render_unnamed_above_share", "world_unnamed_above_share",
+              "render_view_above_match", "render_unnamed_above_share", "world_unnamed_above_share", "vae_depth_spearman",
               "gen_view_match", "gen_unnamed_above_share"):
         assert k in res, k
     assert res["render_count_match"] >= 0.9
@@ -137,7 +137,8 @@ def test_evaluate_command_on_a_small_sample(capsys):
 
     ci = res["ci95"]
     assert {"mask_dice", "depth_spearman", "shading_pearson", "classifier_top1", "vae_psnr_db",
-            "vae_classifier_top1", "gen_class_match", "gen_count_match"} <= set(ci)
+            "vae_classifier_top1", "vae_depth_spearman", "gen_class_match", "gen_count_match"} <= set(ci)
+    assert res["vae_depth_spearman"] < res["depth_spearman"]  # the decoder's softness costs the estimators
     for k, (lo, hi) in ci.items():
         assert lo <= res[k] <= hi, k
     want = binomtest(round(res["gen_class_match"] * 4), 4).proportion_ci(0.95, method="wilson")
@@ -164,6 +165,8 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys, fork_cli):
     assert "export" in r.out + r.err and "total" in r.out + r.err
     assert "vae: batch 1" in r.out + r.err and "unet: batch 2" in r.out + r.err  # --batch: N for all, then STAGE=N
     assert "unet: latents centred" in r.out + r.err  # a fresh UNet trains on centred latents
+    # the estimators train on renders and (30% of each batch) the VAE's reconstructions, the labels the renders'
+    assert "estimators: 30% of each batch VAE reconstructions (decoder at step" in r.out + r.err
     # the classifier trains after the decoder, on renders and (half of each batch) the decoder's reconstructions
     assert "classifier: 50% of each batch VAE reconstructions (decoder at step 2)" in r.out + r.err
     assert "acc_rec" in json.loads((w / "classifier" / "log.jsonl").read_text().splitlines()[-1])
@@ -178,7 +181,8 @@ def test_train_every_stage_resume_and_export(tmp_path, capsys, fork_cli):
     assert torch.equal(sd["encoder.conv_in.weight"], vae_ck["encoder.conv_in.weight"])
     assert torch.equal(sd["decoder.conv_out.weight"], dec_ck["decoder.conv_out.weight"])
     assert not torch.equal(sd["decoder.conv_out.weight"], vae_ck["decoder.conv_out.weight"])
-    assert json.loads((out / "TRAINING.json").read_text())["decoder_steps"] == 2
+    rec = json.loads((out / "TRAINING.json").read_text())
+    assert rec["decoder_steps"] == 2 and rec["estimators_steps"] == 2
     # the UNet learnt centred latents: the exported VAE encodes the training renders to channel means of 0 and
     # (times its scaling factor) unit spread, and decodes them to what the workdir's uncentred VAE does
     from ldm_explore.backend.toyworld import train as T
