@@ -67,9 +67,14 @@ def camera_pitch(scene) -> float:
     return float(np.degrees(np.arcsin(v[1] / np.linalg.norm(v))))
 
 
+def is_from_above(scene) -> bool:
+    """Whether a scene's camera is pitched ``ABOVE_PITCH`` or more (the renderer's answer)."""
+    return camera_pitch(scene) >= ABOVE_PITCH
+
+
 def seen_from_above(seeds, world: int) -> np.ndarray:
-    """(N,) bool: whether each scene's camera is pitched ``ABOVE_PITCH`` or more (the renderer's answer)."""
-    return np.array([camera_pitch(sample_scene(s, world)) >= ABOVE_PITCH for s in seeds], bool)
+    """(N,) bool: :func:`is_from_above` of each seed's scene."""
+    return np.array([is_from_above(sample_scene(s, world)) for s in seeds], bool)
 
 
 def named_view(prompt: str) -> str:
@@ -205,7 +210,7 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
     res["mask_dice"] = float(np.mean(per_item["mask_dice"]))
     rho = per_item["depth_spearman"] = np.array([spearman_rows(p[None], t)[0] for p, t in zip(est["depth"], d["depth"])])
     res["depth_spearman"] = float(np.mean(rho))
-    scenes = [sample_scene(s, world) for s in range(EVAL_SEED0, EVAL_SEED0 + n_renders)]
+    scenes = [sample_scene(s, world) for s in range(EVAL_SEED0, EVAL_SEED0 + n_renders)] if world == 2 else []
     view_measure = None
     if world == 2:  # by floor: where depth is hardest to read (a plain floor, none), and how often
         floors = np.array([sc.floor for sc in scenes])
@@ -228,7 +233,7 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
         n_view = min(2000, 4 * n_renders)
         progress(f"fitting the view measure on {n_view} training renders")
         view_measure = ViewMeasure.from_renders(b.estimators, world, n_view, procs=2 if n_view >= 200 else 1)
-        truth = np.array([camera_pitch(sc) >= ABOVE_PITCH for sc in scenes])
+        truth = np.array([is_from_above(sc) for sc in scenes])
         seen = view_measure.above(est["depth"])
         unnamed = np.array([not sc.view for sc in scenes])
         per_item["render_view_above_match"] = seen == truth  # how far the measure can be trusted, on renders
@@ -258,8 +263,9 @@ def evaluate(bundle_dir: Path | None = None, n_renders: int = 500, n_prompts: in
         runs = generate(b.pipe, list(ps[i:i + batch]), settings, record=False, decode=False)
         imgs = np.stack([r.final for r in runs])
         pred = b.classifier(imgs).argmax(1)
-        masks = b.estimators.mask(imgs) > 0.5
-        above = view_measure.above(b.estimators.depth(imgs)) if view_measure is not None else [None] * len(runs)
+        maps = b.estimators.all(imgs)  # one pass for the mask and the view's depth
+        masks = maps["mask"] > 0.5
+        above = view_measure.above(maps["depth"]) if view_measure is not None else [None] * len(runs)
         for r, c, im, m, up in zip(runs, pred, imgs, masks, above):
             match.append(c == main_class_of(r.prompt.prompt))
             mask_ok.append(0.01 <= m.mean() <= 0.70)
